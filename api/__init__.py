@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP API (FastAPI). Stateless: any number of replicas."""

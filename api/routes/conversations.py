@@ -1,0 +1,114 @@
+"""/v1/conversations: create, retrieve, update, delete, and list (our extension)."""
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+
+from api import validation
+from api.errors import invalid, not_found
+from api.services import Svc, actor
+from events import commands
+from events.ids import new_id
+from events.schema import (
+    ConversationCreated,
+    ConversationDeleted,
+    EventBase,
+    ItemAdded,
+    MetadataReplaced,
+)
+from events.store import Head
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+JSONBody = Annotated[dict[str, Any] | None, Body()]
+
+
+def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+@router.post("")
+async def create_conversation(svc: Svc, request: Request, body: JSONBody = None) -> dict[str, Any]:
+    body = body or {}
+    created_at = int(time.time())
+    metadata = validation.metadata(body.get("metadata"))
+    items = validation.items(body.get("items"), created_at, required=False)
+    who = actor(request)
+    conv_id = new_id("conv")
+    created = ConversationCreated(
+        conversation_id=conv_id, created_at=created_at, metadata=metadata, actor=who
+    )
+    added = [ItemAdded(conversation_id=conv_id, item=i, actor=who) for i in items]
+    await commands.create(svc.store, [created, *added])
+    return {"id": conv_id, "object": "conversation", "created_at": created_at, "metadata": metadata}
+
+
+@router.get("")
+async def list_conversations(
+    svc: Svc,
+    after: str | None = None,
+    limit: int | None = Query(None),
+    order: str | None = None,
+) -> dict[str, Any]:
+    """Not in OpenAI's API: every live conversation, newest first, paged like items."""
+    limit, order_ = validation.page(limit, order)
+    await svc.reader.wait_checkpoint(await svc.store.last_seq())
+    page = await svc.reader.conversations(after, limit, order_)
+    return list_object(page.data, page.has_more)
+
+
+@router.get("/{conversation_id}")
+async def retrieve_conversation(svc: Svc, conversation_id: str) -> dict[str, Any]:
+    conversation_id = validation.conversation_id(conversation_id)
+    head = await commands.live_head(svc.store, conversation_id)
+    view = await svc.reader.conversation_at(conversation_id, head.seq)
+    return view.public()
+
+
+@router.post("/{conversation_id}")
+async def update_conversation(
+    svc: Svc,
+    conversation_id: str,
+    request: Request,
+    body: JSONBody = None,
+) -> dict[str, Any]:
+    conversation_id = validation.conversation_id(conversation_id)
+    body = body or {}
+    if "metadata" not in body:
+        raise invalid(
+            "Missing required parameter: 'metadata'.", "metadata", "missing_required_parameter"
+        )
+    metadata = validation.metadata(body["metadata"])
+    who = actor(request)
+
+    async def decide(_: Head) -> list[EventBase]:
+        return [MetadataReplaced(conversation_id=conversation_id, metadata=metadata, actor=who)]
+
+    await commands.decide_and_append(svc.store, conversation_id, decide)
+    created = await svc.store.creation(conversation_id)
+    if created is None:  # purged between the append and now
+        raise not_found(f"Conversation with id '{conversation_id}' not found.")
+    return {
+        "id": conversation_id,
+        "object": "conversation",
+        "created_at": created.created_at,
+        "metadata": metadata,
+    }
+
+
+@router.delete("/{conversation_id}")
+async def delete_conversation(svc: Svc, conversation_id: str, request: Request) -> dict[str, Any]:
+    conversation_id = validation.conversation_id(conversation_id)
+    who = actor(request)
+
+    async def decide(_: Head) -> list[EventBase]:
+        return [ConversationDeleted(conversation_id=conversation_id, actor=who)]
+
+    await commands.decide_and_append(svc.store, conversation_id, decide)
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}

@@ -1,0 +1,96 @@
+"""/v1/conversations/{id}/items: add (up to 20, atomically), list, retrieve, delete."""
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+
+from api import validation
+from api.errors import invalid, not_found
+from api.routes.conversations import list_object
+from api.services import Svc, actor, include_param
+from events import commands
+from events.schema import EventBase, ItemAdded, ItemDeleted
+from events.store import Head
+from projections.reader import CursorNotFound
+
+router = APIRouter(prefix="/v1/conversations/{conversation_id}/items", tags=["items"])
+
+
+@router.post("")
+async def create_items(
+    svc: Svc,
+    conversation_id: str,
+    request: Request,
+    body: Annotated[dict[str, Any] | None, Body()] = None,
+) -> dict[str, Any]:
+    conversation_id = validation.conversation_id(conversation_id)
+    validation.include(include_param(request))
+    body = body or {}
+    items = validation.items(body.get("items"), int(time.time()), required=True)
+    who = actor(request)
+
+    async def decide(_: Head) -> list[EventBase]:
+        return [ItemAdded(conversation_id=conversation_id, item=i, actor=who) for i in items]
+
+    await commands.decide_and_append(svc.store, conversation_id, decide)
+    return list_object(items, False)
+
+
+@router.get("")
+async def list_items(
+    svc: Svc,
+    conversation_id: str,
+    request: Request,
+    after: str | None = None,
+    limit: int | None = Query(None),
+    order: str | None = None,
+) -> dict[str, Any]:
+    conversation_id = validation.conversation_id(conversation_id)
+    limit, order_ = validation.page(limit, order)
+    validation.include(include_param(request))
+    head = await commands.live_head(svc.store, conversation_id)
+    view = await svc.reader.conversation_at(conversation_id, head.seq)
+    try:
+        page = await svc.reader.items(view, after, limit, order_)
+    except CursorNotFound:
+        raise invalid(
+            f"Invalid 'after': no item with id '{after}' in this conversation.", "after"
+        ) from None
+    return list_object(page.data, page.has_more)
+
+
+@router.get("/{item_id}")
+async def retrieve_item(
+    svc: Svc, conversation_id: str, item_id: str, request: Request
+) -> dict[str, Any]:
+    conversation_id = validation.conversation_id(conversation_id)
+    item_id = validation.item_id(item_id)
+    validation.include(include_param(request))
+    head = await commands.live_head(svc.store, conversation_id)
+    await svc.reader.conversation_at(conversation_id, head.seq)
+    item = await svc.reader.item(conversation_id, item_id)
+    if item is None:
+        raise not_found(f"Item with id '{item_id}' not found.")
+    return item
+
+
+@router.delete("/{item_id}")
+async def delete_item(
+    svc: Svc, conversation_id: str, item_id: str, request: Request
+) -> dict[str, Any]:
+    """Deletes one item; returns the Conversation, as OpenAI does."""
+    conversation_id = validation.conversation_id(conversation_id)
+    item_id = validation.item_id(item_id)
+    who = actor(request)
+    state: dict[str, Any] = {}
+
+    async def decide(head: Head) -> list[EventBase]:
+        view = await svc.reader.conversation_at(conversation_id, head.seq)
+        if await svc.reader.item(conversation_id, item_id) is None:
+            raise not_found(f"Item with id '{item_id}' not found.")
+        state["conversation"] = view.public()
+        return [ItemDeleted(conversation_id=conversation_id, item_id=item_id, actor=who)]
+
+    await commands.decide_and_append(svc.store, conversation_id, decide)
+    return state["conversation"]  # type: ignore[no-any-return]

@@ -1,0 +1,39 @@
+"""What a request handler needs, opened once per process in the app's lifespan."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from events.schema import Actor
+from events.store import EventStore
+from projections.reader import ViewReader
+
+
+@dataclass
+class Services:
+    nc: NATS
+    js: JetStreamContext
+    store: EventStore
+    reader: ViewReader
+    ready_max_lag: int
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def actor(request: Request) -> Actor:
+    """Who is asking: anonymous until API keys land (the client address is kept)."""
+    return Actor(ip=request.client.host if request.client else None)
+
+
+def include_param(request: Request) -> list[str]:
+    """`include` as the SDK sends it (`include[]=...`) or as plain repeated keys."""
+    q = request.query_params
+    return [*q.getlist("include"), *q.getlist("include[]")]
+
+
+Svc = Annotated[Services, Depends(services)]

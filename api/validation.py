@@ -1,0 +1,143 @@
+"""Request validation with OpenAI's limits and error wording."""
+
+from typing import Any, Literal
+
+from api.errors import invalid, not_found
+from events.items import normalize_item
+from events.subjects import is_safe_id
+
+MAX_ITEMS = 20
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+INCLUDABLE = frozenset(
+    {
+        "web_search_call.action.sources",
+        "web_search_call.results",
+        "code_interpreter_call.outputs",
+        "computer_call_output.output.image_url",
+        "file_search_call.results",
+        "message.input_image.image_url",
+        "message.output_text.logprobs",
+        "reasoning.encrypted_content",
+    }
+)
+
+
+def metadata(value: Any, param: str = "metadata") -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(
+            f"Invalid type for '{param}': expected an object, but got "
+            f"{type(value).__name__} instead.",
+            param,
+            "invalid_type",
+        )
+    if len(value) > MAX_METADATA_PAIRS:
+        raise invalid(
+            f"Invalid '{param}': too many properties. Expected an object with at most "
+            f"{MAX_METADATA_PAIRS} properties, but got an object with {len(value)} properties "
+            "instead.",
+            param,
+            "object_above_max_properties",
+        )
+    for key, val in value.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise invalid(
+                f"Invalid '{param}': key too long. Expected a key with maximum length "
+                f"{MAX_METADATA_KEY}, but got a key with length {len(key)} instead.",
+                param,
+                "string_above_max_length",
+            )
+        if not isinstance(val, str):
+            raise invalid(
+                f"Invalid type for '{param}.{key}': expected a string, but got "
+                f"{type(val).__name__} instead.",
+                f"{param}.{key}",
+                "invalid_type",
+            )
+        if len(val) > MAX_METADATA_VALUE:
+            raise invalid(
+                f"Invalid '{param}.{key}': string too long. Expected a string with maximum "
+                f"length {MAX_METADATA_VALUE}, but got a string with length {len(val)} instead.",
+                f"{param}.{key}",
+                "string_above_max_length",
+            )
+    return dict(value)
+
+
+def items(value: Any, created_at: int, *, required: bool) -> list[dict[str, Any]]:
+    """Validate and normalise an `items` array (at most 20)."""
+    if value is None:
+        if required:
+            raise invalid(
+                "Missing required parameter: 'items'.", "items", "missing_required_parameter"
+            )
+        return []
+    if not isinstance(value, list):
+        raise invalid(
+            f"Invalid type for 'items': expected an array, but got {type(value).__name__} instead.",
+            "items",
+            "invalid_type",
+        )
+    if required and not value:
+        raise invalid(
+            "Invalid 'items': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+            "items",
+            "empty_array",
+        )
+    if len(value) > MAX_ITEMS:
+        raise invalid(
+            f"Invalid 'items': array too long. Expected an array with maximum length "
+            f"{MAX_ITEMS}, but got an array with length {len(value)} instead.",
+            "items",
+            "array_above_max_length",
+        )
+    return [normalize_item(raw, f"items[{i}]", created_at) for i, raw in enumerate(value)]
+
+
+def include(values: list[str] | None) -> list[str]:
+    for value in values or []:
+        if value not in INCLUDABLE:
+            supported = ", ".join(f"'{v}'" for v in sorted(INCLUDABLE))
+            raise invalid(
+                f"Invalid value: '{value}'. Supported values are: {supported}.", "include"
+            )
+    return list(values or [])
+
+
+def page(limit: int | None, order: str | None) -> tuple[int, Literal["asc", "desc"]]:
+    limit = 20 if limit is None else limit
+    if limit < 1:
+        raise invalid(
+            f"Invalid 'limit': integer below minimum value. Expected a value >= 1, "
+            f"but got {limit} instead.",
+            "limit",
+            "integer_below_min_value",
+        )
+    if limit > 100:
+        raise invalid(
+            f"Invalid 'limit': integer above maximum value. Expected a value <= 100, "
+            f"but got {limit} instead.",
+            "limit",
+            "integer_above_max_value",
+        )
+    order = order or "desc"
+    if order not in ("asc", "desc"):
+        raise invalid(f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.", "order")
+    return limit, order  # type: ignore[return-value]
+
+
+def conversation_id(value: str) -> str:
+    """Ids become subject tokens: anything else cannot exist, so it is simply not found."""
+    if not is_safe_id(value):
+        raise not_found(f"Conversation with id '{value}' not found.")
+    return value
+
+
+def item_id(value: str) -> str:
+    if not is_safe_id(value):
+        raise not_found(f"Item with id '{value}' not found.")
+    return value

@@ -1,0 +1,1 @@
+"""The composition root: the `convstore` command, the only code that knows every part."""

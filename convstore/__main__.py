@@ -1,0 +1,3 @@
+from convstore.cli import main
+
+main()

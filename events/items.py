@@ -1,0 +1,278 @@
+"""Conversation items: validation and normalisation to OpenAI's stored shapes.
+
+Clients may send chat-style content (`"text"`, `"image_url"` parts, plain strings);
+the log stores only the Responses item shapes (`input_text`, `output_text`,
+`input_image`, ...), so every reader sees one form.
+"""
+
+from typing import Any
+
+from events.ids import ITEM_ID_PREFIXES, new_item_id
+
+MAX_TEXT_CHARS = 10 * 1024 * 1024  # OpenAI's maximum string length for input text
+ROLES = ("user", "assistant", "system", "developer")
+STATUSES = ("in_progress", "completed", "incomplete")
+INPUT_PARTS = ("input_text", "input_image", "input_file")
+OUTPUT_PARTS = ("output_text", "refusal")
+IMAGE_DETAILS = ("auto", "low", "high")
+# Accepted by `type` and stored as sent (plus id/status); the strictly validated
+# types are handled by the functions below.
+OTHER_TYPES = frozenset(ITEM_ID_PREFIXES) - {
+    "message",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+}
+
+
+class ItemError(ValueError):
+    """An item that OpenAI would reject: `param` names the offending field."""
+
+    def __init__(self, message: str, param: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+def _quote_list(values: tuple[str, ...] | list[str]) -> str:
+    quoted = [f"'{v}'" for v in values]
+    return (
+        ", ".join(quoted[:-1]) + f", and {quoted[-1]}" if len(quoted) > 2 else " and ".join(quoted)
+    )
+
+
+def _require_str(obj: dict[str, Any], key: str, param: str, *, optional: bool = False) -> None:
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return
+        raise ItemError(
+            f"Missing required parameter: '{param}.{key}'.",
+            f"{param}.{key}",
+            "missing_required_parameter",
+        )
+    if not isinstance(value, str):
+        raise ItemError(
+            f"Invalid type for '{param}.{key}': expected a string, but got "
+            f"{type(value).__name__} instead.",
+            f"{param}.{key}",
+            "invalid_type",
+        )
+    if len(value) > MAX_TEXT_CHARS:
+        raise ItemError(
+            f"Invalid '{param}.{key}': string too long. Expected a string with maximum length "
+            f"{MAX_TEXT_CHARS}, but got a string with length {len(value)} instead.",
+            f"{param}.{key}",
+            "string_above_max_length",
+        )
+
+
+def _enum(obj: dict[str, Any], key: str, allowed: tuple[str, ...], param: str) -> None:
+    value = obj.get(key)
+    if value not in allowed:
+        raise ItemError(
+            f"Invalid value: '{value}'. Supported values are: {_quote_list(allowed)}.",
+            f"{param}.{key}",
+        )
+
+
+def _content_part(part: Any, role: str, param: str) -> dict[str, Any]:
+    if isinstance(part, str):
+        part = {"type": "text", "text": part}
+    if not isinstance(part, dict):
+        raise ItemError(f"Invalid type for '{param}': expected an object.", param, "invalid_type")
+    kind = part.get("type")
+    assistant = role == "assistant"
+    if kind == "text":
+        kind = "output_text" if assistant else "input_text"
+    elif kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        detail = image.get("detail", "auto") if isinstance(image, dict) else "auto"
+        part = {"type": "input_image", "image_url": url, "detail": detail}
+        kind = "input_image"
+    allowed = OUTPUT_PARTS if assistant else INPUT_PARTS
+    if kind not in allowed:
+        raise ItemError(
+            f"Invalid value: '{kind}'. Supported values are: {_quote_list(allowed)}.",
+            f"{param}.type",
+        )
+    if kind in ("input_text", "output_text"):
+        _require_str(part, "text", param)
+        out: dict[str, Any] = {"type": kind, "text": part["text"]}
+        if kind == "output_text":
+            out["annotations"] = list(part.get("annotations") or [])
+            if part.get("logprobs") is not None:
+                out["logprobs"] = part["logprobs"]
+        return out
+    if kind == "refusal":
+        _require_str(part, "refusal", param)
+        return {"type": "refusal", "refusal": part["refusal"]}
+    if kind == "input_image":
+        _require_str(part, "image_url", param, optional=True)
+        _require_str(part, "file_id", param, optional=True)
+        if not part.get("image_url") and not part.get("file_id"):
+            raise ItemError(
+                f"Missing required parameter: '{param}.image_url'.",
+                f"{param}.image_url",
+                "missing_required_parameter",
+            )
+        part.setdefault("detail", "auto")
+        _enum(part, "detail", IMAGE_DETAILS, param)
+        keep = ("type", "image_url", "file_id", "detail")
+        return {k: part.get(k) for k in keep}
+    # input_file
+    for key in ("file_id", "file_data", "file_url", "filename"):
+        _require_str(part, key, param, optional=True)
+    if not any(part.get(k) for k in ("file_id", "file_data", "file_url")):
+        raise ItemError(
+            f"Missing required parameter: '{param}.file_id'.",
+            f"{param}.file_id",
+            "missing_required_parameter",
+        )
+    return {
+        k: v
+        for k, v in part.items()
+        if k in ("type", "file_id", "file_data", "file_url", "filename")
+    }
+
+
+def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
+    _enum(item, "role", ROLES, param)
+    role = item["role"]
+    content = item.get("content")
+    if content is None:
+        raise ItemError(
+            f"Missing required parameter: '{param}.content'.",
+            f"{param}.content",
+            "missing_required_parameter",
+        )
+    if isinstance(content, str):
+        _require_str(item, "content", param)
+        parts = [_content_part(content, role, f"{param}.content[0]")]
+    elif isinstance(content, list):
+        parts = [_content_part(p, role, f"{param}.content[{i}]") for i, p in enumerate(content)]
+    else:
+        raise ItemError(
+            f"Invalid type for '{param}.content': expected one of a string or array of objects.",
+            f"{param}.content",
+            "invalid_type",
+        )
+    status = item.get("status", "completed")
+    if status not in STATUSES:
+        _enum(item, "status", STATUSES, param)
+    return {"type": "message", "status": status, "role": role, "content": parts}
+
+
+def _function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    for key in ("call_id", "name", "arguments"):
+        _require_str(item, key, param)
+    status = item.get("status", "completed")
+    if status not in STATUSES:
+        _enum(item, "status", STATUSES, param)
+    out = {k: item[k] for k in ("call_id", "name", "arguments")}
+    if item.get("namespace") is not None:
+        out["namespace"] = item["namespace"]
+    return {"type": "function_call", "status": status, **out}
+
+
+def _function_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
+    _require_str(item, "call_id", param)
+    output = item.get("output")
+    if isinstance(output, str):
+        _require_str(item, "output", param)
+    elif isinstance(output, list):
+        output = [_content_part(p, "user", f"{param}.output[{i}]") for i, p in enumerate(output)]
+    else:
+        raise ItemError(
+            f"Invalid type for '{param}.output': expected one of a string or array of objects.",
+            f"{param}.output",
+            "invalid_type" if output is not None else "missing_required_parameter",
+        )
+    status = item.get("status", "completed")
+    if status not in STATUSES:
+        _enum(item, "status", STATUSES, param)
+    return {
+        "type": "function_call_output",
+        "status": status,
+        "call_id": item["call_id"],
+        "output": output,
+    }
+
+
+def _reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
+    summary = item.get("summary")
+    if not isinstance(summary, list):
+        raise ItemError(
+            f"Missing required parameter: '{param}.summary'.",
+            f"{param}.summary",
+            "missing_required_parameter",
+        )
+    for i, part in enumerate(summary):
+        p = f"{param}.summary[{i}]"
+        if not isinstance(part, dict) or part.get("type") != "summary_text":
+            raise ItemError(f"Invalid value for '{p}.type': expected 'summary_text'.", f"{p}.type")
+        _require_str(part, "text", p)
+    out: dict[str, Any] = {
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": s["text"]} for s in summary],
+    }
+    content = item.get("content")
+    if content is not None:
+        if not isinstance(content, list):
+            raise ItemError(
+                f"Invalid type for '{param}.content': expected an array.",
+                f"{param}.content",
+                "invalid_type",
+            )
+        for i, part in enumerate(content):
+            p = f"{param}.content[{i}]"
+            if not isinstance(part, dict) or part.get("type") != "reasoning_text":
+                raise ItemError(
+                    f"Invalid value for '{p}.type': expected 'reasoning_text'.", f"{p}.type"
+                )
+            _require_str(part, "text", p)
+        out["content"] = [{"type": "reasoning_text", "text": c["text"]} for c in content]
+    _require_str(item, "encrypted_content", param, optional=True)
+    if item.get("encrypted_content") is not None:
+        out["encrypted_content"] = item["encrypted_content"]
+    if item.get("status") is not None:
+        _enum(item, "status", STATUSES, param)
+        out["status"] = item["status"]
+    return out
+
+
+_STRICT = {
+    "message": _message,
+    "function_call": _function_call,
+    "function_call_output": _function_call_output,
+    "reasoning": _reasoning,
+}
+
+
+def normalize_item(raw: Any, param: str, created_at: int) -> dict[str, Any]:
+    """Validate one input item and return its stored form, with a fresh id.
+
+    A message without `type` is accepted (the SDK's EasyInputMessage shape).
+    """
+    if not isinstance(raw, dict):
+        raise ItemError(f"Invalid type for '{param}': expected an object.", param, "invalid_type")
+    kind = raw.get("type", "message" if "role" in raw else None)
+    if kind is None:
+        raise ItemError(
+            f"Missing required parameter: '{param}.type'.",
+            f"{param}.type",
+            "missing_required_parameter",
+        )
+    if kind in _STRICT:
+        body = _STRICT[kind](raw, param)
+    elif kind in OTHER_TYPES:
+        body = {k: v for k, v in raw.items() if k not in ("id", "created_at")}
+    else:
+        supported = tuple(sorted(set(_STRICT) | OTHER_TYPES))
+        raise ItemError(
+            f"Invalid value: '{kind}'. Supported values are: {_quote_list(supported)}.",
+            f"{param}.type",
+        )
+    return {"id": new_item_id(str(kind)), **body, "created_at": created_at}

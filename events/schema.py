@@ -1,0 +1,91 @@
+"""Event schemas (schema version 1).
+
+Every event is an envelope (id, type, conversation, time, actor, schema version)
+plus the fields of its type. Events are immutable facts: never edit a field's
+meaning, add a new type or bump `schema_version` instead.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from events.ids import new_id
+
+SCHEMA_VERSION = 1
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Actor(BaseModel):
+    """Who caused an event: the authenticated principal, or `anonymous` in open mode."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = "anonymous"
+    kind: Literal["anonymous", "api_key", "system", "worker"] = "anonymous"
+    ip: str | None = None
+
+
+class EventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(default_factory=lambda: new_id("evt"))
+    conversation_id: str
+    time: datetime = Field(default_factory=utc_now)
+    schema_version: int = SCHEMA_VERSION
+    actor: Actor = Actor()
+    # Stream sequence: assigned by JetStream, filled in when read back, never stored.
+    seq: int = Field(default=0, exclude=True)
+
+
+class ConversationCreated(EventBase):
+    type: Literal["ConversationCreated"] = "ConversationCreated"
+    created_at: int
+    metadata: dict[str, str] = {}
+
+
+class ItemAdded(EventBase):
+    type: Literal["ItemAdded"] = "ItemAdded"
+    item: dict[str, Any]
+    response_id: str | None = None
+
+
+class MetadataReplaced(EventBase):
+    type: Literal["MetadataReplaced"] = "MetadataReplaced"
+    metadata: dict[str, str]
+
+
+class ItemDeleted(EventBase):
+    type: Literal["ItemDeleted"] = "ItemDeleted"
+    item_id: str
+
+
+class ConversationDeleted(EventBase):
+    type: Literal["ConversationDeleted"] = "ConversationDeleted"
+
+
+Event = Annotated[
+    ConversationCreated | ItemAdded | MetadataReplaced | ItemDeleted | ConversationDeleted,
+    Field(discriminator="type"),
+]
+EVENT_TYPES: tuple[str, ...] = (
+    "ConversationCreated",
+    "ItemAdded",
+    "MetadataReplaced",
+    "ItemDeleted",
+    "ConversationDeleted",
+)
+_EVENT = TypeAdapter(Event)
+
+
+def encode(event: EventBase) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def decode(data: bytes, seq: int = 0) -> Event:
+    """Parse a stored event; `seq` is the stream sequence it was read at."""
+    event = _EVENT.validate_json(data)
+    return event.model_copy(update={"seq": seq}) if seq else event

@@ -1,0 +1,219 @@
+"""Append to and read from the event stream.
+
+The only code that writes events. Every command becomes one append: a single
+publish, or an atomic batch (JetStream 2.12+) when it produces several events,
+guarded by the conversation's last sequence (optimistic concurrency) and an
+idempotency key per event (`Nats-Msg-Id`, the event id).
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg, StorageType, StreamConfig
+from nats.js.errors import APIError, NotFoundError
+
+from events.ids import new_id
+from events.schema import ConversationCreated, Event, EventBase, decode, encode
+from events.subjects import (
+    ALL_EVENTS,
+    STREAM_NAME,
+    STREAM_SUBJECTS,
+    conversation_filter,
+    conversation_subject,
+)
+
+WRONG_LAST_SEQUENCE = 10071
+MAX_BATCH = 1000
+
+
+class StoreUnavailable(Exception):
+    """NATS cannot be reached or did not answer in time."""
+
+
+class ConcurrencyConflict(Exception):
+    """Someone appended to the conversation since its head was read."""
+
+
+class EventTooLarge(Exception):
+    """An event does not fit in one NATS message."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last event of a conversation: where its history ends right now."""
+
+    seq: int
+    event_id: str
+    event_type: str
+
+
+async def ensure_stream(
+    js: JetStreamContext, replicas: int = 1, duplicate_window: float = 120.0
+) -> None:
+    """Create the event stream, or bring an existing one's settings up to date."""
+    config = StreamConfig(
+        name=STREAM_NAME,
+        subjects=STREAM_SUBJECTS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=duplicate_window,
+        allow_direct=True,
+        allow_atomic=True,
+    )
+    try:
+        await js.stream_info(STREAM_NAME)
+    except NotFoundError:
+        await js.add_stream(config)
+    else:
+        await js.update_stream(config)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        asyncio.TimeoutError
+        | nats.errors.TimeoutError
+        | nats.errors.NoRespondersError
+        | nats.errors.ConnectionClosedError
+        | nats.errors.OutboundBufferLimitError,
+    )
+
+
+class EventStore:
+    """Appends and reads one conversation's events on the shared stream."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.js = js
+        self.timeout = timeout
+
+    async def head(self, conversation_id: str) -> Head | None:
+        """The conversation's last event, read straight from the log (one direct get)."""
+        msg = await self._last(conversation_filter(conversation_id))
+        if msg is None:
+            return None
+        headers = msg.headers or {}
+        event_type = headers.get("Convstore-Event-Type") or decode(msg.data or b"").type
+        return Head(msg.seq or 0, headers.get("Nats-Msg-Id", ""), event_type)
+
+    async def creation(self, conversation_id: str) -> ConversationCreated | None:
+        """The event that created a conversation (one per conversation, so the last one)."""
+        subject = conversation_subject(conversation_id, "ConversationCreated")
+        msg = await self._last(subject)
+        if msg is None:
+            return None
+        event = decode(msg.data or b"", msg.seq or 0)
+        return event if isinstance(event, ConversationCreated) else None
+
+    async def last_seq(self) -> int:
+        """The sequence of the newest event of any conversation (0 for an empty log)."""
+        msg = await self._last(ALL_EVENTS)
+        return msg.seq or 0 if msg is not None else 0
+
+    async def _last(self, subject: str) -> RawStreamMsg | None:
+        try:
+            return await self.js.get_last_msg(STREAM_NAME, subject, direct=True)
+        except NotFoundError:
+            return None
+        except Exception as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+            raise
+
+    async def append(self, events: list[EventBase], expected_last_seq: int) -> int:
+        """Append `events` of one conversation atomically; return the last sequence.
+
+        `expected_last_seq` is the conversation's head sequence the command was
+        decided on (0 for a new conversation). Raises ConcurrencyConflict when the
+        conversation moved on, StoreUnavailable when NATS does not answer.
+        """
+        if not events or len(events) > MAX_BATCH:
+            raise ValueError(f"a batch holds 1..{MAX_BATCH} events")
+        conversation_id = events[0].conversation_id
+        payloads = [encode(e) for e in events]
+        limit = self.nc.max_payload - 1024
+        if any(len(p) > limit for p in payloads):
+            raise EventTooLarge(f"an event exceeds {limit} bytes")
+        guard = {
+            "Nats-Expected-Last-Subject-Sequence": str(expected_last_seq),
+            "Nats-Expected-Last-Subject-Sequence-Subject": conversation_filter(conversation_id),
+        }
+        try:
+            if len(events) == 1:
+                ack = await self.js.publish(
+                    conversation_subject(conversation_id, events[0].type),
+                    payloads[0],
+                    timeout=self.timeout,
+                    stream=STREAM_NAME,
+                    headers={**self._headers(events[0]), **guard},
+                )
+                return ack.seq
+            return await self._append_batch(events, payloads, guard)
+        except APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise ConcurrencyConflict(exc.description or "wrong last sequence") from exc
+            raise
+        except Exception as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+            raise
+
+    async def _append_batch(
+        self, events: list[EventBase], payloads: list[bytes], guard: dict[str, str]
+    ) -> int:
+        """JetStream atomic batch: all messages are stored at the commit, or none."""
+        batch_id = new_id("batch")
+        conversation_id = events[0].conversation_id
+        last = len(events)
+        for n, (event, payload) in enumerate(zip(events, payloads, strict=True), start=1):
+            headers = {
+                **self._headers(event),
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(n),
+            }
+            if n == 1:
+                headers.update(guard)
+            subject = conversation_subject(conversation_id, event.type)
+            if n < last:
+                await self.nc.publish(subject, payload, headers=headers)
+            else:
+                headers["Nats-Batch-Commit"] = "1"
+                ack = await self.js.publish(
+                    subject, payload, timeout=self.timeout, stream=STREAM_NAME, headers=headers
+                )
+                return ack.seq
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _headers(event: EventBase) -> dict[str, str]:
+        return {"Nats-Msg-Id": event.id, "Convstore-Event-Type": event.type}
+
+    async def read(self, conversation_id: str, after_seq: int = 0) -> list[Event]:
+        """Every event of a conversation after `after_seq`, in log order.
+
+        Uses an ordered, ephemeral consumer filtered on the conversation's subjects.
+        """
+        head = await self.head(conversation_id)
+        if head is None or head.seq <= after_seq:
+            return []
+        out: list[Event] = []
+        sub = await self.js.subscribe(
+            conversation_filter(conversation_id),
+            stream=STREAM_NAME,
+            ordered_consumer=True,
+            deliver_policy=None,
+            config=None,
+        )
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=self.timeout)
+                seq = msg.metadata.sequence.stream
+                if seq > after_seq:
+                    out.append(decode(msg.data, seq))
+                if seq >= head.seq:
+                    return out
+        finally:
+            await sub.unsubscribe()

@@ -1,0 +1,130 @@
+"""Pure fold of events into views: `apply(state, event) -> (state, changes)`.
+
+No I/O here. The worker loads the `State` an event touches, calls `apply`, and
+writes the returned changes; `MemoryViews` does the same in a dict, which is how
+point-in-time reads and tests get exactly the views the live projection builds.
+
+Redelivery is harmless: an event at or below the conversation's `last_seq` changes
+nothing, and positions derive from counters that move only when the view that
+holds them is written, after the data it points at.
+"""
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from events.schema import (
+    ConversationCreated,
+    ConversationDeleted,
+    Event,
+    ItemAdded,
+    ItemDeleted,
+    MetadataReplaced,
+)
+from projections.views import (
+    INDEX_KEY,
+    ConversationView,
+    IndexEntry,
+    IndexView,
+    ItemRef,
+    conversation_children,
+    conversation_key,
+    index_entry_key,
+    item_key,
+    ref_key,
+)
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True)
+class PurgePrefix:
+    """Remove every key that starts with `prefix`."""
+
+    prefix: str
+
+
+Change = Put | Delete | PurgePrefix
+
+
+@dataclass(frozen=True)
+class State:
+    """The views one event may read: its conversation, the index, and a named item."""
+
+    conversation: ConversationView | None
+    index: IndexView
+    item: ItemRef | None = None
+
+
+def _put_conversation(view: ConversationView) -> Put:
+    return Put(conversation_key(view.id), view.model_dump())
+
+
+def apply(state: State, event: Event) -> tuple[State, list[Change]]:
+    """Fold one event. Changes are ordered: data first, then the views that commit it."""
+    conv = state.conversation
+    if conv is not None and event.seq <= conv.last_seq:
+        if isinstance(event, ConversationCreated) and state.index.count <= conv.position:
+            # The index counter is written last; finish what a crash interrupted.
+            index = IndexView(count=conv.position + 1, last_seq=event.seq)
+            return replace(state, index=index), [Put(INDEX_KEY, index.model_dump())]
+        return state, []
+    if isinstance(event, ConversationCreated):
+        if conv is not None:
+            return state, []
+        pos = state.index.count
+        conv = ConversationView(
+            id=event.conversation_id,
+            created_at=event.created_at,
+            metadata=event.metadata,
+            last_seq=event.seq,
+            position=pos,
+        )
+        index = IndexView(count=pos + 1, last_seq=event.seq)
+        changes: list[Change] = [
+            Put(index_entry_key(pos), IndexEntry(id=conv.id).model_dump()),
+            _put_conversation(conv),
+            Put(INDEX_KEY, index.model_dump()),
+        ]
+        return State(conv, index), changes
+    if conv is None:
+        return state, []  # an event for a conversation this view never saw created
+    if conv.deleted:
+        conv = conv.model_copy(update={"last_seq": event.seq})
+        return replace(state, conversation=conv), [_put_conversation(conv)]
+    changes = []
+    item = state.item
+    if isinstance(event, ItemAdded):
+        pos = conv.next_item_pos
+        item = ItemRef(pos=pos)
+        changes += [
+            Put(item_key(conv.id, pos), event.item),
+            Put(ref_key(conv.id, event.item["id"]), item.model_dump()),
+        ]
+        conv = conv.model_copy(update={"next_item_pos": pos + 1})
+    elif isinstance(event, ItemDeleted):
+        if item is not None and not item.deleted:
+            item = ItemRef(pos=item.pos, deleted=True)
+            changes += [
+                Delete(item_key(conv.id, item.pos)),
+                Put(ref_key(conv.id, event.item_id), item.model_dump()),
+            ]
+    elif isinstance(event, MetadataReplaced):
+        conv = conv.model_copy(update={"metadata": event.metadata})
+    elif isinstance(event, ConversationDeleted):
+        conv = conv.model_copy(update={"deleted": True})
+        changes += [
+            PurgePrefix(conversation_children(conv.id)),
+            Delete(index_entry_key(conv.position)),
+        ]
+    conv = conv.model_copy(update={"last_seq": event.seq})
+    changes.append(_put_conversation(conv))
+    return State(conv, state.index, item), changes

@@ -1,0 +1,114 @@
+"""Fold a batch of events into a ViewStore, writing each key once per batch.
+
+Writes go in three phases so a crash between them is repaired by redelivery:
+item data first, then the conversation views that commit it (and carry
+`last_seq`), then the index counter and the checkpoint (the last sequence of
+the batch, which readers of the global index wait on). Within a phase, writes run concurrently.
+"""
+
+from collections import OrderedDict
+from typing import Any
+
+from events.schema import Event, ItemDeleted
+from projections.apply import Change, Delete, PurgePrefix, Put, State, apply
+from projections.store import ViewStore
+from projections.views import (
+    CHECKPOINT_KEY,
+    INDEX_KEY,
+    ConversationView,
+    IndexView,
+    ItemRef,
+    conversation_key,
+    ref_key,
+)
+
+_DELETED = object()
+
+
+class Folder:
+    """Applies batches of events in log order; keeps a bounded cache of hot views.
+
+    The cache assumes this folder is the only writer of the store, which holds
+    for the single active projector of a consumer and for in-memory folds.
+    """
+
+    def __init__(self, views: ViewStore, cache_size: int = 10_000) -> None:
+        self.views = views
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        self.applied = 0
+
+    async def fold(self, events: list[Event]) -> None:
+        pending: dict[str, Any] = {}
+        purges: list[PurgePrefix] = []
+        try:
+            for event in events:
+                state = await self._state(event, pending)
+                _, changes = apply(state, event)
+                for change in changes:
+                    self._stage(change, pending, purges)
+            if events:
+                pending[CHECKPOINT_KEY] = {"seq": events[-1].seq}
+            await self._flush(pending, purges)
+        except BaseException:
+            self._cache.clear()
+            raise
+        self.applied += len(events)
+
+    async def _get(self, key: str, pending: dict[str, Any]) -> dict[str, Any] | None:
+        if key in pending:
+            value = pending[key]
+            return None if value is _DELETED else value
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        return await self.views.get(key)
+
+    async def _state(self, event: Event, pending: dict[str, Any]) -> State:
+        conv = await self._get(conversation_key(event.conversation_id), pending)
+        index = await self._get(INDEX_KEY, pending)
+        item = None
+        if isinstance(event, ItemDeleted):
+            item = await self._get(ref_key(event.conversation_id, event.item_id), pending)
+        return State(
+            ConversationView(**conv) if conv else None,
+            IndexView(**index) if index else IndexView(),
+            ItemRef(**item) if item else None,
+        )
+
+    @staticmethod
+    def _stage(change: Change, pending: dict[str, Any], purges: list[PurgePrefix]) -> None:
+        if isinstance(change, Put):
+            pending[change.key] = change.value
+        elif isinstance(change, Delete):
+            pending[change.key] = _DELETED
+        else:
+            for key in [k for k in pending if k.startswith(change.prefix)]:
+                del pending[key]
+            purges.append(change)
+
+    async def _flush(self, pending: dict[str, Any], purges: list[PurgePrefix]) -> None:
+        def as_change(key: str) -> Change:
+            value = pending[key]
+            return Delete(key) if value is _DELETED else Put(key, value)
+
+        last = (INDEX_KEY, CHECKPOINT_KEY)
+        commits = [k for k in pending if _is_conversation_key(k)]
+        data = [as_change(k) for k in pending if k not in commits and k not in last]
+        await self.views.write([*purges, *data])
+        await self.views.write([as_change(k) for k in commits])
+        await self.views.write([as_change(k) for k in last if k in pending])
+        for key in (*commits, INDEX_KEY):
+            if key not in pending:
+                continue
+            self._remember(key, pending[key])
+
+    def _remember(self, key: str, value: Any) -> None:
+        self._cache[key] = None if value is _DELETED else value
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+
+def _is_conversation_key(key: str) -> bool:
+    return key.startswith("conv.") and key.count(".") == 1

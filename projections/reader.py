@@ -1,0 +1,142 @@
+"""Queries over views: one conversation, one item, and pages of either.
+
+A page walks dense positions in windows of the size it still needs, so it reads
+about `limit` keys whatever the conversation's length (plus any deleted holes).
+"""
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from projections.store import ViewStore
+from projections.views import (
+    CHECKPOINT_KEY,
+    INDEX_KEY,
+    ConversationView,
+    IndexEntry,
+    IndexView,
+    ItemRef,
+    conversation_key,
+    index_entry_key,
+    item_key,
+    ref_key,
+)
+
+Order = Literal["asc", "desc"]
+
+
+class ProjectionLagging(Exception):
+    """The views did not reach the required log position in time."""
+
+
+class CursorNotFound(Exception):
+    """The `after` cursor names nothing in this list."""
+
+
+@dataclass(frozen=True)
+class Page:
+    data: list[dict[str, Any]]
+    has_more: bool
+
+
+class ViewReader:
+    def __init__(self, views: ViewStore, wait_timeout: float = 5.0) -> None:
+        self.views = views
+        self.wait_timeout = wait_timeout
+
+    async def conversation(self, conversation_id: str) -> ConversationView | None:
+        raw = await self.views.get(conversation_key(conversation_id))
+        return ConversationView(**raw) if raw else None
+
+    async def checkpoint(self) -> int:
+        raw = await self.views.get(CHECKPOINT_KEY)
+        return int(raw["seq"]) if raw else 0
+
+    async def conversation_at(self, conversation_id: str, min_seq: int) -> ConversationView:
+        """The conversation view once it has applied the log up to `min_seq`."""
+        view = await self._wait(
+            lambda: self.conversation(conversation_id),
+            lambda v: v is not None and v.last_seq >= min_seq,
+        )
+        assert view is not None
+        return view
+
+    async def wait_checkpoint(self, min_seq: int) -> None:
+        await self._wait(self.checkpoint, lambda seq: seq >= min_seq)
+
+    async def _wait(self, read: Callable[[], Any], ready: Callable[[Any], bool]) -> Any:
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.0005
+        while True:
+            value = await read()
+            if ready(value):
+                return value
+            if time.monotonic() >= deadline:
+                raise ProjectionLagging("the projection is behind the log; try again shortly")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    async def item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None:
+        ref = await self.views.get(ref_key(conversation_id, item_id))
+        if ref is None or ref.get("deleted"):
+            return None
+        return await self.views.get(item_key(conversation_id, int(ref["pos"])))
+
+    async def items(
+        self, conv: ConversationView, after: str | None, limit: int, order: Order
+    ) -> Page:
+        start = await self._start(
+            after, order, conv.next_item_pos, lambda a: self._item_pos(conv.id, a)
+        )
+        rows = await self._walk(
+            start, order, conv.next_item_pos, limit, lambda pos: item_key(conv.id, pos)
+        )
+        return Page(rows[:limit], len(rows) > limit)
+
+    async def conversations(self, after: str | None, limit: int, order: Order) -> Page:
+        raw = await self.views.get(INDEX_KEY)
+        count = IndexView(**raw).count if raw else 0
+        start = await self._start(after, order, count, self._conversation_pos)
+        entries = await self._walk(start, order, count, limit, index_entry_key)
+        views = await self.views.get_many(
+            [conversation_key(IndexEntry(**e).id) for e in entries[: limit + 1]]
+        )
+        live = [ConversationView(**v).public() for v in views if v and not v.get("deleted")]
+        return Page(live[:limit], len(live) > limit)
+
+    async def _item_pos(self, conversation_id: str, item_id: str) -> int | None:
+        raw = await self.views.get(ref_key(conversation_id, item_id))
+        return ItemRef(**raw).pos if raw else None
+
+    async def _conversation_pos(self, conversation_id: str) -> int | None:
+        view = await self.conversation(conversation_id)
+        return view.position if view else None
+
+    @staticmethod
+    async def _start(
+        after: str | None, order: Order, count: int, locate: Callable[[str], Any]
+    ) -> int:
+        if after is None:
+            return 0 if order == "asc" else count - 1
+        pos = await locate(after)
+        if pos is None:
+            raise CursorNotFound(after)
+        return pos + 1 if order == "asc" else pos - 1
+
+    async def _walk(
+        self, start: int, order: Order, count: int, limit: int, key: Callable[[int], str]
+    ) -> list[dict[str, Any]]:
+        """Up to limit+1 live rows from `start` on, in order; the extra one means has_more."""
+        step = 1 if order == "asc" else -1
+        rows: list[dict[str, Any]] = []
+        pos, window = start, limit + 1
+        while len(rows) <= limit and 0 <= pos < count:
+            end = min(count, pos + window) if step == 1 else max(-1, pos - window)
+            positions = list(range(pos, end, step))
+            found = await self.views.get_many([key(p) for p in positions])
+            rows.extend(v for v in found if v is not None)
+            pos = end
+            window = min(window * 2, 1000)
+        return rows

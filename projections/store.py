@@ -1,0 +1,101 @@
+"""Where views live: a JetStream KV bucket, or a dict for folds in memory.
+
+Both speak the same small interface, so the reader and the fold are written once.
+"""
+
+import asyncio
+import json
+from typing import Any, Protocol
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from projections.apply import Change, Delete, PurgePrefix, Put
+
+BUCKET = "convstore_views"
+
+
+class ViewStore(Protocol):
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+
+    async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]: ...
+
+    async def write(self, changes: list[Change]) -> None: ...
+
+
+class MemoryViews:
+    """Views in a dict: for point-in-time folds and for comparing with the live ones."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, Any]] = {}
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        return self.data.get(key)
+
+    async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        return [self.data.get(k) for k in keys]
+
+    async def write(self, changes: list[Change]) -> None:
+        for change in changes:
+            if isinstance(change, Put):
+                self.data[change.key] = change.value
+            elif isinstance(change, Delete):
+                self.data.pop(change.key, None)
+            else:
+                for key in [k for k in self.data if k.startswith(change.prefix)]:
+                    del self.data[key]
+
+
+async def open_bucket(
+    js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1, create: bool = True
+) -> KeyValue:
+    """The views bucket; created when missing (the projector creates, readers may wait)."""
+    try:
+        return await js.key_value(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        if not create:
+            raise
+    return await js.create_key_value(
+        KeyValueConfig(
+            bucket=bucket,
+            history=1,
+            storage=StorageType.FILE,
+            replicas=replicas,
+            direct=True,
+        )
+    )
+
+
+class KVViews:
+    """Views in a JetStream KV bucket. Writes within one call run concurrently."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str = BUCKET) -> None:
+        self.js = js
+        self.kv = kv
+        self.bucket = bucket
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return json.loads(entry.value) if entry.value else None
+
+    async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        return list(await asyncio.gather(*(self.get(k) for k in keys)))
+
+    async def write(self, changes: list[Change]) -> None:
+        """Apply changes that do not depend on each other's order, concurrently."""
+        await asyncio.gather(*(self._one(c) for c in changes))
+
+    async def _one(self, change: Change) -> None:
+        if isinstance(change, Put):
+            await self.kv.put(change.key, json.dumps(change.value, separators=(",", ":")).encode())
+        elif isinstance(change, Delete):
+            await self.kv.delete(change.key)
+        elif isinstance(change, PurgePrefix):
+            await self.js.purge_stream(
+                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{change.prefix}>"
+            )
