@@ -96,7 +96,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     urls = settings.nats_urls
     if not urls:
         embedded = EmbeddedNats(settings.data_dir, sync_always=settings.sync_always)
-        urls = [await embedded.start()]
+        urls = [embedded.start()]
     try:
         projector = asyncio.create_task(run_projector(urls, stop, replicas=settings.replicas))
         await _serve_http(settings, urls, stop)  # drains in-flight requests first

