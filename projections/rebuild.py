@@ -11,7 +11,7 @@ from events.store import EventStore
 from events.subjects import ALL_EVENTS, STREAM_NAME
 from projections.fold import Folder
 from projections.store import BUCKET, KVViews, ViewStore, open_bucket
-from projections.worker import BATCH, DURABLE, decode_batch
+from projections.worker import ACK_WAIT, BATCH, DURABLE, decode_batch
 
 
 async def fold_log(
@@ -78,8 +78,8 @@ async def rebuild(store: EventStore, replicas: int = 1, bucket: str = BUCKET) ->
             filter_subject=ALL_EVENTS,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=last + 1,
-            ack_wait=60,
-            max_ack_pending=-1,
+            ack_wait=ACK_WAIT,
+            max_ack_pending=1,
         ),
     )
     return last

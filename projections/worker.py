@@ -11,7 +11,7 @@ from typing import Annotated
 
 from faststream import AckPolicy, Context
 from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.message import NatsBatchMessage
+from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
@@ -26,7 +26,8 @@ from projections.store import KVViews, open_bucket
 log = logging.getLogger("convstore.projector")
 
 DURABLE = "projector"
-BATCH = 256
+BATCH = 256  # events per fold when reading the log directly (rebuild)
+ACK_WAIT = 10.0  # seconds before an unacked event is redelivered
 
 
 def decode_batch(messages: list[Msg]) -> list[Event]:
@@ -48,12 +49,19 @@ def register_projector(broker: NatsBroker, folder: Folder, durable: str = DURABL
         ALL_EVENTS,
         stream=JStream(name=STREAM_NAME, declare=False),
         durable=durable,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_wait=60, max_ack_pending=-1),
-        pull_sub=PullSub(batch_size=BATCH, timeout=1.0, batch=True),
+        # max_ack_pending=1: the server hands out the next event only after this one is
+        # acked, so an event lost in flight is redelivered before anything that follows
+        # it (never overtaken, which the last_seq guard would then skip).
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL, ack_wait=ACK_WAIT, max_ack_pending=1
+        ),
+        # One message per fetch: FastStream hands a larger non-batch fetch to concurrent
+        # tasks (out of order), and its batch mode waits out the whole fetch timeout.
+        pull_sub=PullSub(batch_size=1, timeout=5.0),
         ack_policy=AckPolicy.MANUAL,
     )
-    async def project(_: list[bytes], msg: Annotated[NatsBatchMessage, Context("message")]) -> None:
-        events = decode_batch(msg.raw_message)
+    async def project(_: bytes, msg: Annotated[NatsMessage, Context("message")]) -> None:
+        events = decode_batch([msg.raw_message])
         delay = 0.05
         while True:
             try:
@@ -62,8 +70,7 @@ def register_projector(broker: NatsBroker, folder: Folder, durable: str = DURABL
             except Exception:
                 # NATS hiccup: keep the batch (and the order) and try again.
                 log.exception("fold failed; retrying in %.2fs", delay)
-                for m in msg.raw_message:
-                    await m.in_progress()
+                await msg.raw_message.in_progress()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         await msg.ack()

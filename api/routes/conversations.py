@@ -18,6 +18,7 @@ from events.schema import (
     MetadataReplaced,
 )
 from events.store import Head
+from projections.reader import CursorNotFound
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 JSONBody = Annotated[dict[str, Any] | None, Body()]
@@ -59,7 +60,10 @@ async def list_conversations(
     """Not in OpenAI's API: every live conversation, newest first, paged like items."""
     limit, order_ = validation.page(limit, order)
     await svc.reader.wait_checkpoint(await svc.store.last_seq())
-    page = await svc.reader.conversations(after, limit, order_)
+    try:
+        page = await svc.reader.conversations(after, limit, order_)
+    except CursorNotFound:
+        raise invalid(f"Invalid 'after': no conversation with id '{after}'.", "after") from None
     return list_object(page.data, page.has_more)
 
 
