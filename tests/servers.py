@@ -62,7 +62,10 @@ class Service:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "convstore", *self.args],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=self.env,
             )
         return self
 
