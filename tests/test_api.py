@@ -227,3 +227,18 @@ def test_list_conversations_unknown_cursor_is_400(http):
     r = http.get("/v1/conversations", params={"after": "conv_doesnotexist"})
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "after"
+
+
+def test_item_larger_than_a_nats_message_is_413_and_writes_nothing(http):
+    conv = http.post("/v1/conversations", json={}).json()["id"]
+    big = {"type": "message", "role": "user", "content": "x" * 9_000_000}
+    small = {"type": "message", "role": "user", "content": "fits"}
+    r = http.post(f"/v1/conversations/{conv}/items", json={"items": [small, big]})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "request_too_large"
+    assert http.get(f"/v1/conversations/{conv}/items").json()["data"] == []
+    ok = http.post(
+        f"/v1/conversations/{conv}/items",
+        json={"items": [{"type": "message", "role": "user", "content": "y" * 2_000_000}]},
+    )
+    assert ok.status_code == 200
