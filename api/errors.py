@@ -64,6 +64,8 @@ def _validation_error(exc: RequestValidationError) -> APIError:
             None,
         )
     param = ".".join(loc) or None
+    if param is None:
+        return invalid("Invalid request body: expected a JSON object.", None)
     if first.get("type") == "missing":
         return invalid(
             f"Missing required parameter: '{param}'.", param, "missing_required_parameter"

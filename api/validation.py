@@ -24,6 +24,32 @@ INCLUDABLE = frozenset(
 )
 
 
+def encodable(value: Any, param: str = "") -> None:
+    """Reject strings JSON can carry but UTF-8 cannot (lone surrogates such as \\ud800)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid(
+                f"Invalid '{param or 'body'}': the string is not valid Unicode (lone surrogate).",
+                param or None,
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            encodable(key, param)
+            encodable(item, f"{param}.{key}" if param else str(key))
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            encodable(item, f"{param}[{n}]")
+
+
+def cursor(after: str | None) -> str | None:
+    """An `after` that cannot be an id names nothing: a 400, like an unknown id."""
+    if after is not None and not is_safe_id(after):
+        raise invalid(f"Invalid 'after': no object with id '{after}'.", "after")
+    return after
+
+
 def metadata(value: Any, param: str = "metadata") -> dict[str, str]:
     if value is None:
         return {}

@@ -265,6 +265,13 @@ def normalize_item(raw: Any, param: str, created_at: int) -> dict[str, Any]:
             f"{param}.type",
             "missing_required_parameter",
         )
+    if not isinstance(kind, str):
+        raise ItemError(
+            f"Invalid type for '{param}.type': expected a string, but got "
+            f"{type(kind).__name__} instead.",
+            f"{param}.type",
+            "invalid_type",
+        )
     if kind in _STRICT:
         body = _STRICT[kind](raw, param)
     elif kind in OTHER_TYPES:

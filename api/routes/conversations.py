@@ -37,6 +37,7 @@ def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 @router.post("")
 async def create_conversation(svc: Svc, request: Request, body: JSONBody = None) -> dict[str, Any]:
     body = body or {}
+    validation.encodable(body)
     created_at = int(time.time())
     metadata = validation.metadata(body.get("metadata"))
     items = validation.items(body.get("items"), created_at, required=False)
@@ -59,6 +60,7 @@ async def list_conversations(
 ) -> dict[str, Any]:
     """Not in OpenAI's API: every live conversation, newest first, paged like items."""
     limit, order_ = validation.page(limit, order)
+    after = validation.cursor(after)
     await svc.reader.wait_checkpoint(await svc.store.last_seq())
     try:
         page = await svc.reader.conversations(after, limit, order_)
@@ -84,6 +86,7 @@ async def update_conversation(
 ) -> dict[str, Any]:
     conversation_id = validation.conversation_id(conversation_id)
     body = body or {}
+    validation.encodable(body)
     if "metadata" not in body:
         raise invalid(
             "Missing required parameter: 'metadata'.", "metadata", "missing_required_parameter"

@@ -27,6 +27,7 @@ async def create_items(
     conversation_id = validation.conversation_id(conversation_id)
     validation.include(include_param(request))
     body = body or {}
+    validation.encodable(body)
     items = validation.items(body.get("items"), int(time.time()), required=True)
     who = actor(request)
 
@@ -48,6 +49,7 @@ async def list_items(
 ) -> dict[str, Any]:
     conversation_id = validation.conversation_id(conversation_id)
     limit, order_ = validation.page(limit, order)
+    after = validation.cursor(after)
     validation.include(include_param(request))
     head = await commands.live_head(svc.store, conversation_id)
     view = await svc.reader.conversation_at(conversation_id, head.seq)
