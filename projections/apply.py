@@ -111,7 +111,9 @@ def apply(state: State, event: Event) -> tuple[State, list[Change]]:
         ]
         conv = conv.model_copy(update={"next_item_pos": pos + 1})
     elif isinstance(event, ItemDeleted):
-        if item is not None and not item.deleted:
+        if item is not None:
+            # Also when the ref already says deleted: a crash may have written the ref
+            # but not removed the item, and deleting twice is harmless.
             item = ItemRef(pos=item.pos, deleted=True)
             changes += [
                 Delete(item_key(conv.id, item.pos)),

@@ -47,7 +47,9 @@ class Folder:
                 _, changes = apply(state, event)
                 for change in changes:
                     self._stage(change, pending, purges)
-            if events:
+            checkpoint = await self._get(CHECKPOINT_KEY, pending)
+            if events and events[-1].seq > (checkpoint or {}).get("seq", 0):
+                # Never backwards: a late redelivery of old events must not hide newer ones.
                 pending[CHECKPOINT_KEY] = {"seq": events[-1].seq}
             await self._flush(pending, purges)
         except BaseException:
@@ -98,7 +100,7 @@ class Folder:
         await self.views.write([*purges, *data])
         await self.views.write([as_change(k) for k in commits])
         await self.views.write([as_change(k) for k in last if k in pending])
-        for key in (*commits, INDEX_KEY):
+        for key in (*commits, INDEX_KEY, CHECKPOINT_KEY):
             if key not in pending:
                 continue
             self._remember(key, pending[key])

@@ -186,16 +186,31 @@ def test_item_deleted_deletes_the_item_and_marks_the_ref():
     assert new.conversation is not None and new.conversation.next_item_pos == 3
 
 
-@pytest.mark.parametrize(
-    "ref", [None, ItemRef(pos=1, deleted=True)], ids=["unknown", "already-deleted"]
-)
-def test_deleting_an_unknown_or_deleted_item_changes_only_last_seq(ref):
+def test_deleting_an_unknown_item_changes_only_last_seq():
     before = view("conv_a", next_item_pos=3, metadata={"k": "v"})
-    state = State(before, IndexView(count=1), ref)
+    state = State(before, IndexView(count=1), None)
     new, changes = apply(state, item_deleted("conv_a", "msg_1", 11))
 
     expected = before.model_copy(update={"last_seq": 11})
     assert changes == [Put("conv.conv_a", expected.model_dump())]
+    assert new.conversation == expected
+    assert new.item is None
+
+
+def test_deleting_an_already_deleted_item_deletes_its_key_again():
+    """A crash may have marked the ref deleted without removing the item: redo both."""
+    before = view("conv_a", next_item_pos=3, metadata={"k": "v"})
+    ref = ItemRef(pos=1, deleted=True)
+    new, changes = apply(
+        State(before, IndexView(count=1), ref), item_deleted("conv_a", "msg_1", 11)
+    )
+
+    expected = before.model_copy(update={"last_seq": 11})
+    assert changes == [
+        Delete("conv.conv_a.item.000000000001"),
+        Put("conv.conv_a.ref.msg_1", {"pos": 1, "deleted": True}),
+        Put("conv.conv_a", expected.model_dump()),
+    ]
     assert new.conversation == expected
     assert new.item == ref
 
