@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import conversations, health, items
+from api.routes import conversations, events, health, items
 from api.services import Services
 from events.connection import connect
 from events.store import EventStore, ensure_stream
@@ -50,6 +50,6 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (conversations, items, health):
+    for module in (conversations, items, events, health):
         app.include_router(module.router)
     return app

@@ -1,5 +1,6 @@
 """Request validation with OpenAI's limits and error wording."""
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from api.errors import invalid, not_found
@@ -167,3 +168,19 @@ def item_id(value: str) -> str:
     if not is_safe_id(value):
         raise not_found(f"Item with id '{value}' not found.")
     return value
+
+
+def as_of(value: str | None) -> tuple[int | None, datetime | None] | None:
+    """`as_of`: a log position (digits) or an RFC 3339 time (UTC when no offset is given)."""
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value), None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid(
+            f"Invalid 'as_of': '{value}' is neither a log position nor an RFC 3339 time.",
+            "as_of",
+        ) from None
+    return None, when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -37,6 +37,9 @@ class EventBase(BaseModel):
     time: datetime = Field(default_factory=utc_now)
     schema_version: int = SCHEMA_VERSION
     actor: Actor = Actor()
+    # Tamper evidence (events/chain.py): set when appended, never by the caller.
+    prev_hash: str = ""
+    hash: str = ""
     # Stream sequence: assigned by JetStream, filled in when read back, never stored.
     seq: int = Field(default=0, exclude=True)
 
@@ -79,10 +82,6 @@ EVENT_TYPES: tuple[str, ...] = (
     "ConversationDeleted",
 )
 _EVENT = TypeAdapter(Event)
-
-
-def encode(event: EventBase) -> bytes:
-    return event.model_dump_json().encode()
 
 
 def decode(data: bytes, seq: int = 0) -> Event:

@@ -15,8 +15,9 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
+from events.chain import GENESIS, seal
 from events.ids import new_id
-from events.schema import ConversationCreated, Event, EventBase, decode, encode
+from events.schema import ConversationCreated, Event, EventBase, decode
 from events.subjects import (
     ALL_EVENTS,
     STREAM_NAME,
@@ -48,6 +49,7 @@ class Head:
     seq: int
     event_id: str
     event_type: str
+    hash: str
 
 
 async def ensure_stream(
@@ -96,8 +98,15 @@ class EventStore:
         if msg is None:
             return None
         headers = msg.headers or {}
-        event_type = headers.get("Convstore-Event-Type") or decode(msg.data or b"").type
-        return Head(msg.seq or 0, headers.get("Nats-Msg-Id", ""), event_type)
+        if "Convstore-Event-Type" in headers and "Convstore-Hash" in headers:
+            return Head(
+                msg.seq or 0,
+                headers.get("Nats-Msg-Id", ""),
+                headers["Convstore-Event-Type"],
+                headers["Convstore-Hash"],
+            )
+        event = decode(msg.data or b"")
+        return Head(msg.seq or 0, event.id, event.type, event.hash)
 
     async def creation(self, conversation_id: str) -> ConversationCreated | None:
         """The event that created a conversation (one per conversation, so the last one)."""
@@ -129,17 +138,27 @@ class EventStore:
                 raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
             raise
 
-    async def append(self, events: list[EventBase], expected_last_seq: int) -> int:
+    async def append(
+        self, events: list[EventBase], expected_last_seq: int, prev_hash: str = GENESIS
+    ) -> int:
         """Append `events` of one conversation atomically; return the last sequence.
 
         `expected_last_seq` is the conversation's head sequence the command was
-        decided on (0 for a new conversation). Raises ConcurrencyConflict when the
+        decided on (0 for a new conversation), `prev_hash` that head's hash: each
+        event is sealed into the conversation's hash chain. Raises ConcurrencyConflict when the
         conversation moved on, StoreUnavailable when NATS does not answer.
         """
         if not events or len(events) > MAX_BATCH:
             raise ValueError(f"a batch holds 1..{MAX_BATCH} events")
         conversation_id = events[0].conversation_id
-        payloads = [encode(e) for e in events]
+        sealed: list[EventBase] = []
+        payloads: list[bytes] = []
+        for event in events:
+            event, payload = seal(event, prev_hash)
+            prev_hash = event.hash
+            sealed.append(event)
+            payloads.append(payload)
+        events = sealed
         limit = self.nc.max_payload - 1024
         if any(len(p) > limit for p in payloads):
             raise EventTooLarge(f"an event exceeds {limit} bytes")
@@ -196,7 +215,11 @@ class EventStore:
 
     @staticmethod
     def _headers(event: EventBase) -> dict[str, str]:
-        return {"Nats-Msg-Id": event.id, "Convstore-Event-Type": event.type}
+        return {
+            "Nats-Msg-Id": event.id,
+            "Convstore-Event-Type": event.type,
+            "Convstore-Hash": event.hash,
+        }
 
     async def read(self, conversation_id: str, after_seq: int = 0) -> list[Event]:
         """Every event of a conversation after `after_seq`, in log order.

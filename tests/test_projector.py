@@ -49,6 +49,11 @@ async def kv_snapshot(js, bucket: str = BUCKET) -> dict[str, dict]:
         await sub.unsubscribe()
 
 
+async def append_at_head(store, conversation_id: str, events: list) -> int:
+    head = await store.head(conversation_id)
+    return await store.append(events, head.seq, head.hash)
+
+
 def message(text: str) -> dict:
     return normalize_item({"type": "message", "role": "user", "content": text}, "items[0]", 1)
 
@@ -70,23 +75,19 @@ async def write_history(store, seed: int = 7, conversations: int = 8) -> list[st
         roll = rng.random()
         if roll < 0.6:
             batch = [message(f"s{step}.{k}") for k in range(rng.randint(1, 4))]
-            await store.append(
-                [ItemAdded(conversation_id=conv, item=i) for i in batch],
-                (await store.head(conv)).seq,
+            await append_at_head(
+                store, conv, [ItemAdded(conversation_id=conv, item=i) for i in batch]
             )
             items[conv] += [i["id"] for i in batch]
         elif roll < 0.8 and items[conv]:
             victim = items[conv].pop(rng.randrange(len(items[conv])))
-            await store.append(
-                [ItemDeleted(conversation_id=conv, item_id=victim)], (await store.head(conv)).seq
-            )
+            await append_at_head(store, conv, [ItemDeleted(conversation_id=conv, item_id=victim)])
         else:
-            await store.append(
-                [MetadataReplaced(conversation_id=conv, metadata={"s": str(step)})],
-                (await store.head(conv)).seq,
+            await append_at_head(
+                store, conv, [MetadataReplaced(conversation_id=conv, metadata={"s": str(step)})]
             )
     gone = ids[0]
-    await store.append([ConversationDeleted(conversation_id=gone)], (await store.head(gone)).seq)
+    await append_at_head(store, gone, [ConversationDeleted(conversation_id=gone)])
     return ids
 
 
@@ -122,9 +123,8 @@ async def test_live_projection_equals_fold_and_rebuild(store):
     stop = asyncio.Event()
     projector = asyncio.create_task(run_projector([store.nc.connected_url.geturl()], stop))
     try:
-        await store.append(
-            [MetadataReplaced(conversation_id=ids[1], metadata={"after": "1"})],
-            (await store.head(ids[1])).seq,
+        await append_at_head(
+            store, ids[1], [MetadataReplaced(conversation_id=ids[1], metadata={"after": "1"})]
         )
         await wait_caught_up(js, store)
         kv = await open_bucket(js)

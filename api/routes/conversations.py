@@ -9,6 +9,7 @@ from api import validation
 from api.errors import invalid, not_found
 from api.services import Svc, actor
 from events import commands
+from events.history import History
 from events.ids import new_id
 from events.schema import (
     ConversationCreated,
@@ -18,7 +19,9 @@ from events.schema import (
     MetadataReplaced,
 )
 from events.store import Head
-from projections.reader import CursorNotFound
+from projections.point_in_time import reader_as_of
+from projections.reader import CursorNotFound, ViewReader
+from projections.views import ConversationView
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 JSONBody = Annotated[dict[str, Any] | None, Body()]
@@ -32,6 +35,21 @@ def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
         "last_id": data[-1]["id"] if data else None,
         "has_more": has_more,
     }
+
+
+async def conversation_reader(
+    svc: Svc, conversation_id: str, as_of: str | None
+) -> tuple[ConversationView, ViewReader]:
+    """The live view (read-your-writes), or the view as of a log position or time."""
+    point = validation.as_of(as_of)
+    if point is None:
+        head = await commands.live_head(svc.store, conversation_id)
+        return await svc.reader.conversation_at(conversation_id, head.seq), svc.reader
+    reader = await reader_as_of(History(svc.store), conversation_id, seq=point[0], time=point[1])
+    view = await reader.conversation(conversation_id)
+    if view is None or view.deleted:
+        raise not_found(f"Conversation with id '{conversation_id}' not found.")
+    return view, reader
 
 
 @router.post("")
@@ -70,10 +88,13 @@ async def list_conversations(
 
 
 @router.get("/{conversation_id}")
-async def retrieve_conversation(svc: Svc, conversation_id: str) -> dict[str, Any]:
+async def retrieve_conversation(
+    svc: Svc,
+    conversation_id: str,
+    as_of: str | None = Query(None, description="log position or RFC 3339 time"),
+) -> dict[str, Any]:
     conversation_id = validation.conversation_id(conversation_id)
-    head = await commands.live_head(svc.store, conversation_id)
-    view = await svc.reader.conversation_at(conversation_id, head.seq)
+    view, _ = await conversation_reader(svc, conversation_id, as_of)
     return view.public()
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Query, Request
 
 from api import validation
 from api.errors import invalid, not_found
-from api.routes.conversations import list_object
+from api.routes.conversations import conversation_reader, list_object
 from api.services import Svc, actor, include_param
 from events import commands
 from events.schema import EventBase, ItemAdded, ItemDeleted
@@ -46,15 +46,15 @@ async def list_items(
     after: str | None = None,
     limit: int | None = Query(None),
     order: str | None = None,
+    as_of: str | None = Query(None, description="log position or RFC 3339 time"),
 ) -> dict[str, Any]:
     conversation_id = validation.conversation_id(conversation_id)
     limit, order_ = validation.page(limit, order)
     after = validation.cursor(after)
     validation.include(include_param(request))
-    head = await commands.live_head(svc.store, conversation_id)
-    view = await svc.reader.conversation_at(conversation_id, head.seq)
+    view, reader = await conversation_reader(svc, conversation_id, as_of)
     try:
-        page = await svc.reader.items(view, after, limit, order_)
+        page = await reader.items(view, after, limit, order_)
     except CursorNotFound:
         raise invalid(
             f"Invalid 'after': no item with id '{after}' in this conversation.", "after"
@@ -64,14 +64,17 @@ async def list_items(
 
 @router.get("/{item_id}")
 async def retrieve_item(
-    svc: Svc, conversation_id: str, item_id: str, request: Request
+    svc: Svc,
+    conversation_id: str,
+    item_id: str,
+    request: Request,
+    as_of: str | None = Query(None, description="log position or RFC 3339 time"),
 ) -> dict[str, Any]:
     conversation_id = validation.conversation_id(conversation_id)
     item_id = validation.item_id(item_id)
     validation.include(include_param(request))
-    head = await commands.live_head(svc.store, conversation_id)
-    await svc.reader.conversation_at(conversation_id, head.seq)
-    item = await svc.reader.item(conversation_id, item_id)
+    _, reader = await conversation_reader(svc, conversation_id, as_of)
+    item = await reader.item(conversation_id, item_id)
     if item is None:
         raise not_found(f"Item with id '{item_id}' not found.")
     return item

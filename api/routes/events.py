@@ -1,0 +1,124 @@
+"""The log as a product: a conversation's events (or everyone's) as a paged JSON list
+for audit, or as Server-Sent Events (history from a position, then live)."""
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from api import validation
+from api.errors import invalid, not_found
+from api.routes.conversations import list_object
+from api.services import Svc
+from events.history import History, StoredEvent
+
+router = APIRouter(prefix="/v1", tags=["events"])
+HEARTBEAT = 15.0
+
+
+def wants_stream(request: Request, stream: bool | None) -> bool:
+    return bool(stream) or "text/event-stream" in request.headers.get("accept", "")
+
+
+def start_position(request: Request, after: int | None) -> int:
+    """`after`, else the SSE reconnect header `Last-Event-ID`, else the beginning."""
+    if after is not None:
+        return after
+    last = request.headers.get("last-event-id")
+    if last is None:
+        return 0
+    if not last.isdigit():
+        raise invalid("Invalid 'Last-Event-ID': expected a log position.", "Last-Event-ID")
+    return int(last)
+
+
+def sse(event: StoredEvent) -> bytes:
+    body = event.public()
+    kind = body.get("type", "event")
+    return f"id: {event.seq}\nevent: {kind}\ndata: {json.dumps(body)}\n\n".encode()
+
+
+async def stream(history: History, conversation_id: str | None, after: int) -> AsyncIterator[bytes]:
+    """SSE frames; a comment line every HEARTBEAT seconds keeps proxies from hanging up."""
+    queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=1024)
+
+    async def pump() -> None:
+        async for event in history.follow(conversation_id, after):
+            await queue.put(event)
+
+    task = asyncio.create_task(pump())
+    try:
+        yield b": connected\n\n"
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), HEARTBEAT)
+            except TimeoutError:
+                if task.done():
+                    task.result()  # surface why the follow ended
+                yield b": keep-alive\n\n"
+                continue
+            yield sse(event)
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+async def events_response(
+    svc: Svc,
+    request: Request,
+    conversation_id: str | None,
+    after: int | None,
+    limit: int | None,
+    order: str | None,
+    stream_: bool | None,
+) -> StreamingResponse | dict[str, object]:
+    if after is not None and after < 0:
+        raise invalid("Invalid 'after': expected a log position >= 0.", "after")
+    history = History(svc.store)
+    if wants_stream(request, stream_):
+        frames = stream(history, conversation_id, start_position(request, after))
+        return StreamingResponse(
+            frames,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    limit_, order_ = validation.page(limit, order or "asc")
+    page, has_more = await history.page(conversation_id, after, limit_, order_)
+    data = [e.public() for e in page]
+    body = list_object(data, has_more)
+    body["first_id"], body["last_id"] = (data[0]["seq"], data[-1]["seq"]) if data else (None, None)
+    return body
+
+
+@router.get("/conversations/{conversation_id}/events", response_model=None)
+async def conversation_events(
+    svc: Svc,
+    conversation_id: str,
+    request: Request,
+    after: int | None = Query(None, description="log position; list and stream start after it"),
+    limit: int | None = Query(None),
+    order: str | None = Query(None, description="asc (default) or desc"),
+    stream_: bool | None = Query(None, alias="stream"),
+) -> StreamingResponse | dict[str, object]:
+    """Every event of a conversation, deleted ones included, even after it was deleted."""
+    conversation_id = validation.conversation_id(conversation_id)
+    if await svc.store.head(conversation_id) is None:
+        raise not_found(f"Conversation with id '{conversation_id}' not found.")
+    return await events_response(svc, request, conversation_id, after, limit, order, stream_)
+
+
+@router.get("/events", response_model=None)
+async def all_events(
+    svc: Svc,
+    request: Request,
+    after: int | None = Query(None),
+    limit: int | None = Query(None),
+    order: str | None = Query(None),
+    stream_: bool | None = Query(None, alias="stream"),
+) -> StreamingResponse | dict[str, object]:
+    """Every event of every conversation, in log order."""
+    return await events_response(svc, request, None, after, limit, order, stream_)
