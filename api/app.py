@@ -11,8 +11,9 @@ from api.routes import conversations, events, health, items
 from api.services import Services
 from events.connection import connect
 from events.store import EventStore, ensure_stream
+from projections.active import ActiveViews
 from projections.reader import ViewReader
-from projections.store import KVViews, open_bucket
+from projections.worker import close_quietly
 
 log = logging.getLogger("convstore.api")
 
@@ -30,18 +31,21 @@ def create_app(
         nc = await connect(nats_urls, "convstore-api")
         js = nc.jetstream(timeout=request_timeout)
         await ensure_stream(js, replicas=replicas)
-        kv = await open_bucket(js, replicas=replicas)
+        views = ActiveViews(js, replicas)
+        await views.start()
         app.state.services = Services(
             nc=nc,
             js=js,
             store=EventStore(nc, js, timeout=request_timeout),
-            reader=ViewReader(KVViews(js, kv), wait_timeout=read_wait_timeout),
+            reader=ViewReader(views, wait_timeout=read_wait_timeout),
             ready_max_lag=ready_max_lag,
         )
         try:
             yield
         finally:
-            await nc.drain()
+            await views.stop()
+            await close_quietly(nc.drain())
+            await close_quietly(nc.close())
 
     app = FastAPI(
         title="convstore",

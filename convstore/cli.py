@@ -1,4 +1,5 @@
-"""`convstore` command: serve (everything), api, projector, rebuild."""
+"""`convstore` command: serve (everything), api, projector, rebuild; and the audit commands
+(history, tail, export, verify) from convstore/audit.py."""
 
 import argparse
 import asyncio
@@ -12,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from api.app import create_app
+from convstore import audit
 from convstore.embedded_nats import EmbeddedNats
 from convstore.settings import Settings
 from events.connection import connect
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         False,
         True,
     )
+    audit.register(sub)
     return parser
 
 
@@ -110,13 +113,17 @@ async def _rebuild(settings: Settings) -> None:
     nc = await connect(settings.nats_urls, "convstore-rebuild")
     js = nc.jetstream(timeout=settings.request_timeout)
     await ensure_stream(js, replicas=settings.replicas)
-    last = await rebuild(EventStore(nc, js, settings.request_timeout), settings.replicas)
-    print(f"rebuilt views from {last} events")
+    last, generation = await rebuild(
+        EventStore(nc, js, settings.request_timeout), settings.replicas
+    )
+    print(f"rebuilt views from the log up to {last}; live views now in {generation.bucket}")
     await nc.drain()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command in audit.COMMANDS:
+        raise SystemExit(audit.run(args))
     settings = _settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -1,44 +1,60 @@
-"""Rebuild views from sequence 1: the proof that views are disposable."""
+"""Rebuild views from sequence 1 while everything keeps serving.
 
+The new generation (bucket + durable consumer) is folded from the log beside the
+live one, caught up, and then the views pointer is flipped: projectors move to
+the new consumer, which starts right after the last event the rebuild folded, and
+readers move to the new bucket. The old generation is then dropped.
+"""
+
+import asyncio
+import contextlib
+import secrets
 from collections.abc import Callable
 
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from events.schema import Event
 from events.store import EventStore
 from events.subjects import ALL_EVENTS, STREAM_NAME
+from projections.active import POLL, Generation, current, flip, meta_bucket
 from projections.fold import Folder
 from projections.store import BUCKET, KVViews, ViewStore, open_bucket
-from projections.worker import ACK_WAIT, BATCH, DURABLE, decode_batch
+from projections.worker import ACK_WAIT, BATCH, decode_batch
+
+CATCH_UP_GAP = 100  # flip once the new views are this close to the log's end
 
 
 async def fold_log(
     store: EventStore,
     views: ViewStore,
     *,
+    after: int = 0,
     up_to: int | None = None,
+    folder: Folder | None = None,
     keep: Callable[[Event], bool] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Fold every event (up to seq `up_to`, default the log's end now) into `views`.
+    """Fold the events after `after` up to `up_to` (default: the log's end now).
 
-    Returns the last sequence folded. Reads with an ordered consumer in batches.
+    Returns the last sequence folded (`after` when there was nothing to fold).
     """
     end = await store.last_seq() if up_to is None else up_to
-    if end == 0:
-        return 0
-    folder = Folder(views)
+    if end <= after:
+        return after
+    folder = folder or Folder(views)
     sub = await store.js.pull_subscribe(
         ALL_EVENTS,
         stream=STREAM_NAME,
         config=ConsumerConfig(
-            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
+            opt_start_seq=after + 1 if after else None,
+            inactive_threshold=60,
         ),
     )
+    seq = after
     try:
-        seq = 0
         while seq < end:
             batch = await sub.fetch(BATCH, timeout=store.timeout)
             batch = [m for m in batch if m.metadata.sequence.stream <= end]
@@ -54,32 +70,42 @@ async def fold_log(
         await sub.unsubscribe()
 
 
-async def rebuild(store: EventStore, replicas: int = 1, bucket: str = BUCKET) -> int:
-    """Drop the views and the projector's consumer, fold the whole log, hand over.
+async def rebuild(
+    store: EventStore, replicas: int = 1, progress: Callable[[int], None] | None = None
+) -> tuple[int, Generation]:
+    """Build a new views generation from the whole log and make it the live one.
 
-    Offline: stop projectors first. The new durable consumer starts right after
-    the last folded event, so a projector started afterwards continues from there.
+    Returns the last sequence the rebuild folded itself and the new generation.
     """
-    js: JetStreamContext = store.js
-    for drop in (
-        lambda: js.delete_consumer(STREAM_NAME, DURABLE),
-        lambda: js.delete_key_value(bucket),
-    ):
-        try:
-            await drop()
-        except NotFoundError:
-            pass
-    kv = await open_bucket(js, bucket=bucket, replicas=replicas)
-    last = await fold_log(store, KVViews(js, kv, bucket))
+    js = store.js
+    meta = await meta_bucket(js, replicas)
+    old = await current(meta)
+    suffix = secrets.token_hex(4)
+    new = Generation(bucket=f"{BUCKET}_{suffix}", durable=f"projector_{suffix}")
+    kv = await open_bucket(js, bucket=new.bucket, replicas=replicas)
+    views = KVViews(js, kv, new.bucket)
+    folder = Folder(views)
+    last = await fold_log(store, views, folder=folder, progress=progress)
+    while await store.last_seq() - last > CATCH_UP_GAP:
+        last = await fold_log(store, views, after=last, folder=folder, progress=progress)
     await js.add_consumer(
         STREAM_NAME,
         ConsumerConfig(
-            durable_name=DURABLE,
+            durable_name=new.durable,
+            deliver_subject=f"_CONVSTORE.deliver.{new.durable}",  # a push consumer
             filter_subject=ALL_EVENTS,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=last + 1,
+            ack_policy=AckPolicy.EXPLICIT,
             ack_wait=ACK_WAIT,
             max_ack_pending=1,
         ),
     )
-    return last
+    await flip(meta, new)
+    await asyncio.sleep(2 * POLL + 0.5)  # let projectors and readers move over
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(STREAM_NAME, old.durable)
+    if old.bucket != new.bucket:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_key_value(old.bucket)
+    return last, new

@@ -91,9 +91,9 @@ async def write_history(store, seed: int = 7, conversations: int = 8) -> list[st
     return ids
 
 
-async def wait_caught_up(js, store, timeout: float = 30) -> None:
-    kv = await open_bucket(js)
-    reader = ViewReader(KVViews(js, kv), wait_timeout=timeout)
+async def wait_caught_up(js, store, bucket: str = BUCKET, timeout: float = 30) -> None:
+    kv = await open_bucket(js, bucket=bucket)
+    reader = ViewReader(KVViews(js, kv, bucket), wait_timeout=timeout)
     await reader.wait_checkpoint(await store.last_seq())
 
 
@@ -115,9 +115,10 @@ async def test_live_projection_equals_fold_and_rebuild(store):
     await fold_log(store, memory)
     assert memory.data == live
 
-    last = await rebuild(store)
+    last, generation = await rebuild(store)
     assert last == await store.last_seq()
-    assert await kv_snapshot(js) == live
+    assert generation.bucket != BUCKET
+    assert await kv_snapshot(js, generation.bucket) == live
 
     # the rebuilt consumer continues after the rebuild: new writes still project
     stop = asyncio.Event()
@@ -126,9 +127,9 @@ async def test_live_projection_equals_fold_and_rebuild(store):
         await append_at_head(
             store, ids[1], [MetadataReplaced(conversation_id=ids[1], metadata={"after": "1"})]
         )
-        await wait_caught_up(js, store)
-        kv = await open_bucket(js)
-        view = await ViewReader(KVViews(js, kv)).conversation(ids[1])
+        await wait_caught_up(js, store, generation.bucket)
+        kv = await open_bucket(js, bucket=generation.bucket)
+        view = await ViewReader(KVViews(js, kv, generation.bucket)).conversation(ids[1])
         assert view is not None and view.metadata == {"after": "1"}
     finally:
         stop.set()

@@ -13,6 +13,7 @@ from api import validation
 from api.errors import invalid, not_found
 from api.routes.conversations import list_object
 from api.services import Svc
+from events.asyncapi import asyncapi_schema
 from events.history import History, StoredEvent
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -122,3 +123,9 @@ async def all_events(
 ) -> StreamingResponse | dict[str, object]:
     """Every event of every conversation, in log order."""
     return await events_response(svc, request, None, after, limit, order, stream_)
+
+
+@router.get("/asyncapi.json", tags=["events"])
+async def asyncapi() -> dict[str, object]:
+    """The AsyncAPI document of the event subjects, for services subscribing on NATS."""
+    return asyncapi_schema()

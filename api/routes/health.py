@@ -21,6 +21,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(svc: Svc) -> dict[str, Any] | JSONResponse:
     """Ready when NATS is connected, the stream exists and the projection is caught up."""
     checks: dict[str, Any] = {"nats": svc.nc.is_connected}
+    if not svc.nc.is_connected:
+        return JSONResponse({"status": "not_ready", "checks": checks}, status_code=503)
     try:
         await svc.js.stream_info(STREAM_NAME)
         checks["stream"] = True

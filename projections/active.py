@@ -1,0 +1,115 @@
+"""Which views bucket is live: a pointer that `rebuild` flips while everything runs.
+
+The pointer (KV `convstore_meta`, key `views`) names the bucket readers use and the
+durable consumer projectors fold into it from. Readers and projectors poll it; a
+reader that still reads the old bucket after a flip is harmless, because reads wait
+until the views reach the conversation's head, which only the new bucket will.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from projections.store import BUCKET, KVViews, open_bucket
+
+log = logging.getLogger("convstore.views")
+
+META_BUCKET = "convstore_meta"
+POINTER_KEY = "views"
+DEFAULT_DURABLE = "projector"
+POLL = 1.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    bucket: str = BUCKET
+    durable: str = DEFAULT_DURABLE
+
+
+async def meta_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    try:
+        return await js.key_value(META_BUCKET)
+    except (BucketNotFoundError, NotFoundError):
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=META_BUCKET,
+                history=5,
+                storage=StorageType.FILE,
+                replicas=replicas,
+                direct=True,
+            )
+        )
+
+
+async def current(meta: KeyValue) -> Generation:
+    try:
+        entry = await meta.get(POINTER_KEY)
+    except KeyNotFoundError:
+        return Generation()
+    return Generation(**json.loads(entry.value or b"{}"))
+
+
+async def flip(meta: KeyValue, generation: Generation) -> None:
+    await meta.put(POINTER_KEY, json.dumps(asdict(generation)).encode())
+
+
+class ActiveViews:
+    """A read-only ViewStore that follows the pointer to the live bucket."""
+
+    def __init__(self, js: JetStreamContext, replicas: int = 1, poll: float = POLL) -> None:
+        self.js = js
+        self.replicas = replicas
+        self.poll = poll
+        self.generation = Generation()
+        self._views: KVViews | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._meta = await meta_bucket(self.js, self.replicas)
+        await self._refresh()
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _refresh(self) -> None:
+        generation = await current(self._meta)
+        if self._views is None or generation != self.generation:
+            kv = await open_bucket(self.js, bucket=generation.bucket, replicas=self.replicas)
+            self._views = KVViews(self.js, kv, generation.bucket)
+            if generation != self.generation:
+                log.info("reading views from %s", generation.bucket)
+            self.generation = generation
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll)
+            try:
+                await self._refresh()
+            except Exception as exc:  # NATS away: keep the last known bucket
+                log.debug("views pointer not refreshed: %s", exc)
+
+    @property
+    def views(self) -> KVViews:
+        assert self._views is not None, "ActiveViews.start() first"
+        return self._views
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        return await self.views.get(key)
+
+    async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        return await self.views.get_many(keys)
+
+    async def write(self, changes: list[Any]) -> None:
+        raise TypeError("ActiveViews is read-only; the projector writes views")
