@@ -177,7 +177,9 @@ def as_of(value: str | None) -> tuple[int | None, datetime | None] | None:
     if value.isdigit():
         return int(value), None
     try:
-        when = datetime.fromisoformat(value)
+        if "T" not in value.upper():
+            raise ValueError("a date and a time are needed")
+        when = datetime.fromisoformat(value.upper())  # RFC 3339 allows 't' and 'z'
     except ValueError:
         raise invalid(
             f"Invalid 'as_of': '{value}' is neither a log position nor an RFC 3339 time.",

@@ -58,8 +58,13 @@ class History:
             while True:
                 msg = await sub.next_msg(timeout=self.store.timeout)
                 headers = msg.headers or {}
-                if "Status" in headers:  # 204 end of batch, 404 nothing found
+                status = headers.get("Status")
+                if status in ("204", "404"):  # end of batch, nothing found
                     return out
+                if status:
+                    raise StoreUnavailable(
+                        f"direct get answered {status} {headers.get('Description', '')}"
+                    )
                 out.append(
                     StoredEvent(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data)
                 )
@@ -82,20 +87,38 @@ class History:
                 {"seq": (after or 0) + 1, "next_by_subj": subject, "batch": limit + 1}
             )
             return found[:limit], len(found) > limit
+        if conversation_id is None:
+            return await self._all_desc(after, limit)
         found = []
         below = after - 1 if after else None
         while len(found) <= limit and (below is None or below > 0):
             request: dict[str, Any] = {"multi_last": [subject], "batch": 1024}
             if below is not None:
                 request["up_to_seq"] = below
-            # The newest message of each event-type subject up to `below`: the max is the
-            # previous event of the conversation (ALL_EVENTS: of any conversation).
+            # The newest message of each event-type subject up to `below` (a handful per
+            # conversation): the max is the previous event of the conversation.
             candidates = await self._direct(request)
             if not candidates:
                 break
             newest = max(candidates, key=lambda e: e.seq)
             found.append(newest)
             below = newest.seq - 1
+        return found[:limit], len(found) > limit
+
+    async def _all_desc(self, after: int | None, limit: int) -> tuple[list[StoredEvent], bool]:
+        """Newest first across all conversations: every stream sequence is an event, so
+        read the window just below `after` forwards and widen it past purged holes."""
+        top = (after - 1) if after else await self.store.last_seq()
+        found: list[StoredEvent] = []
+        window = limit + 1
+        while top > 0 and len(found) <= limit:
+            start = max(1, top - window + 1)
+            chunk = await self._direct(
+                {"seq": start, "next_by_subj": ALL_EVENTS, "batch": top - start + 1}
+            )
+            found += sorted((e for e in chunk if e.seq <= top), key=lambda e: -e.seq)
+            top = start - 1
+            window = min(window * 2, 1000)
         return found[:limit], len(found) > limit
 
     async def follow(
