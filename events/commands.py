@@ -9,10 +9,11 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
-from events.schema import ConversationCreated, ConversationDeleted, EventBase
+from events.schema import ConversationCreated, EventBase
 from events.store import ConcurrencyConflict, EventStore, Head
 
 MAX_ATTEMPTS = 200
+GONE = frozenset({"ConversationDeleted", "ConversationPurged"})
 
 
 class ConversationNotFound(Exception):
@@ -28,7 +29,7 @@ class TooMuchContention(Exception):
 async def live_head(store: EventStore, conversation_id: str) -> Head:
     """The head of a conversation that exists and is not deleted, or ConversationNotFound."""
     head = await store.head(conversation_id)
-    if head is None or head.event_type == ConversationDeleted.__name__:
+    if head is None or head.event_type in GONE:
         raise ConversationNotFound(conversation_id)
     return head
 

@@ -70,8 +70,24 @@ class ConversationDeleted(EventBase):
     type: Literal["ConversationDeleted"] = "ConversationDeleted"
 
 
+class ConversationPurged(EventBase):
+    """What is left after an erasure request: that it happened, by whom, how much.
+
+    It holds nothing of what was said, and starts a new hash chain (the old one is gone).
+    """
+
+    type: Literal["ConversationPurged"] = "ConversationPurged"
+    purged_events: int
+    reason: str | None = None
+
+
 Event = Annotated[
-    ConversationCreated | ItemAdded | MetadataReplaced | ItemDeleted | ConversationDeleted,
+    ConversationCreated
+    | ItemAdded
+    | MetadataReplaced
+    | ItemDeleted
+    | ConversationDeleted
+    | ConversationPurged,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[str, ...] = (
@@ -80,6 +96,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "MetadataReplaced",
     "ItemDeleted",
     "ConversationDeleted",
+    "ConversationPurged",
 )
 _EVENT = TypeAdapter(Event)
 

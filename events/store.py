@@ -108,6 +108,10 @@ class EventStore:
         event = decode(msg.data or b"")
         return Head(msg.seq or 0, event.id, event.type, event.hash)
 
+    async def last_event(self, conversation_id: str) -> Event | None:
+        msg = await self._last(conversation_filter(conversation_id))
+        return decode(msg.data or b"", msg.seq or 0) if msg is not None else None
+
     async def creation(self, conversation_id: str) -> ConversationCreated | None:
         """The event that created a conversation (one per conversation, so the last one)."""
         subject = conversation_subject(conversation_id, "ConversationCreated")

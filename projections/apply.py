@@ -15,6 +15,7 @@ from typing import Any
 from events.schema import (
     ConversationCreated,
     ConversationDeleted,
+    ConversationPurged,
     Event,
     ItemAdded,
     ItemDeleted,
@@ -97,6 +98,14 @@ def apply(state: State, event: Event) -> tuple[State, list[Change]]:
         return State(conv, index), changes
     if conv is None:
         return state, []  # an event for a conversation this view never saw created
+    if isinstance(event, ConversationPurged):
+        # Erased: no view of it stays behind (only the record in the log).
+        changes: list[Change] = [
+            PurgePrefix(conversation_children(conv.id)),
+            Delete(index_entry_key(conv.position)),
+            Delete(conversation_key(conv.id)),
+        ]
+        return replace(state, conversation=None, item=None), changes
     if conv.deleted:
         conv = conv.model_copy(update={"last_seq": event.seq})
         return replace(state, conversation=conv), [_put_conversation(conv)]
