@@ -242,3 +242,10 @@ def test_item_larger_than_a_nats_message_is_413_and_writes_nothing(http):
         json={"items": [{"type": "message", "role": "user", "content": "y" * 2_000_000}]},
     )
     assert ok.status_code == 200
+
+
+def test_asyncapi_document_is_served(http):
+    doc = http.get("/v1/asyncapi.json").json()
+    assert doc["asyncapi"].startswith("3.")
+    addresses = [c["address"] for c in doc["channels"].values()]
+    assert "conv.{conversation_id}.item_added" in addresses
