@@ -1,0 +1,249 @@
+"""The three outputs: a table on stdout, results/latest.json and results/latency.png.
+
+The table puts each figure beside the raw JetStream figure it is judged against, with
+the ratio; the targets follow with PASS/FAIL and the measured value. The JSON keeps
+every figure (latency series as p50/p90/p99 and a 101-point CDF), the targets and the
+environment; the chart draws those CDFs, one panel per workload, one line style per
+durability mode.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.targets import Verdict
+
+RESPONSES_SKIPPED = "skipped: the Responses API does not exist yet (out of scope for now)"
+
+
+def _ms(summary: dict[str, Any] | None) -> str:
+    if not summary or not summary.get("n"):
+        return "-"
+    return f"{summary['p50_ms']:.2f} / {summary['p99_ms']:.2f} ms"
+
+
+def _n(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}{unit}" if value >= 100 else f"{value:,.2f}{unit}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}x"
+
+
+def _rows(mode: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(workload, figure, convstore, baseline, ratio) rows of one mode."""
+    w, base = mode.get("workloads", {}), mode.get("baseline") or {}
+    rows: list[tuple[str, str, str, str, str]] = []
+    seq, con = base.get("publish_sequential"), base.get("publish_concurrent") or {}
+    if "append" in w:
+        one, many = w["append"]["one_at_a_time"], w["append"]["in_flight"]
+        r1 = _ratio(one["latency"].get("p50_ms"), (seq or {}).get("p50_ms"))
+        rows.append(("append, one at a time", "p50 / p99", _ms(one["latency"]), _ms(seq), _x(r1)))
+        r2 = _ratio(many["per_second"], con.get("per_second"))
+        rows.append(
+            (
+                f"append, {many['in_flight']} in flight",
+                "throughput",
+                f"{_n(many['per_second'])} req/s",
+                f"{_n(con.get('per_second'))} msg/s" if con else "-",
+                _x(r2),
+            )
+        )
+        rows.append(("", "p50 / p99", _ms(many["latency"]), _ms(con.get("latency")), ""))
+        procs = f"{many['processes']} proc, CPU {many['client_cpu']}"
+        base_procs = f"{con.get('processes')} proc, CPU {con.get('client_cpu')}" if con else "-"
+        rows.append(("", "load client", procs, base_procs, ""))
+    if "visibility" in w:
+        v = w["visibility"]
+        rows.append(
+            ("write->read visibility", "stale reads", f"{v['stale_reads']} of {v['pairs']}", "", "")
+        )
+        rows.append(("", "pair p50 / p99", _ms(v["pair_latency"]), "", ""))
+        rows.append(("", "read p50 / p99", _ms(v["read_latency"]), "", ""))
+    if "list" in w:
+        lst = w["list"]
+        small, large = lst["sizes"]
+        for kind, label in (
+            ("desc_limit20", "list limit=20 desc"),
+            ("asc_after_paged", "list after= asc"),
+        ):
+            rows.append((label, f"{small:,} items", _ms(lst[kind][str(small)]), "", ""))
+            rows.append(
+                (
+                    "",
+                    f"{large:,} items",
+                    _ms(lst[kind][str(large)]),
+                    f"vs {small:,}",
+                    _x(lst[kind]["p50_ratio_large_to_small"]),
+                )
+            )
+    if "rebuild" in w:
+        rb = w["rebuild"]
+        raw = rb["raw_ordered_consumer"]
+        rows.append(
+            (
+                f"rebuild, {rb['log']['events']:,} events",
+                "events/s",
+                _n(rb["rebuild"]["per_second"]),
+                f"{_n(raw['per_second'])} (ordered consumer)",
+                _x(_ratio(rb["rebuild"]["per_second"], raw["per_second"])),
+            )
+        )
+        rows.append(("", "fold phase only", _n(rb["rebuild"]["fold_phase_per_second"]), "", ""))
+        rows.append(
+            (
+                "",
+                "fold into memory",
+                _n(rb["fold_into_memory"]["per_second"]),
+                _n(rb["raw_pull_consumer_256"]["per_second"]) + " (pull, 256)",
+                "",
+            )
+        )
+        rows.append(("", "log fill (EventStore)", _n(rb["log"]["per_second"]), "", ""))
+    if "memory" in w:
+        m = w["memory"]
+        for proc in m["rss_growth_mb"]:
+            rows.append(
+                (
+                    f"memory, {m['conversations']:,} conversations" if proc == "serve" else "",
+                    f"{proc} RSS",
+                    f"{m['rss_before_mb'][proc]} -> {m['rss_after_mb'][proc]} MB "
+                    f"(+{m['rss_growth_mb'][proc]})",
+                    "",
+                    "",
+                )
+            )
+        rows.append(
+            (
+                "",
+                "create, folded /s",
+                f"{_n(m['create_per_second'])}, {_n(m['created_and_folded_per_second'])}",
+                "",
+                "",
+            )
+        )
+    rows.append(("responses", RESPONSES_SKIPPED, "", "", ""))
+    return rows
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def table(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    env = results["environment"]
+    lines.append(
+        f"convstore benchmark  {results['date']}  {'quick' if results['quick'] else 'full'}  "
+        f"{env['cpu_count']} CPUs  load {env['load_average_start']}  {env['nats_server']}"
+    )
+    for note in results.get("notes", []):
+        lines.append(f"note: {note}")
+    header = ("workload", "figure", "convstore", "raw JetStream", "ratio")
+    for name, mode in results["modes"].items():
+        lines.append("")
+        lines.append(f"== {name}: {mode['description']} ==")
+        rows = [header, *_rows(mode)]
+        widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(5)]
+        widths[1] = min(widths[1], 24)
+        for row in rows:
+            lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        lines.append("")
+        lines.append("targets:")
+        for t in mode["targets"]:
+            verdict = Verdict(**t)
+            measured = "-" if verdict.measured is None else f"{verdict.measured:g}"
+            unit = "" if verdict.unit == "x" else f" {verdict.unit}"
+            mark = "x" if verdict.unit == "x" else ""
+            detail = f"  ({verdict.detail})" if verdict.detail else ""
+            lines.append(f"  {verdict.status:4}  {verdict.name}: {measured}{mark}{unit}{detail}")
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], out: Path) -> Path:
+    path = out / "latest.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return path
+
+
+def _series(mode: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, Any] | None]]]:
+    w, base = mode.get("workloads", {}), mode.get("baseline") or {}
+    panels: dict[str, list[tuple[str, dict[str, Any] | None]]] = {}
+    if "append" in w:
+        panels["append, one at a time"] = [
+            ("convstore", w["append"]["one_at_a_time"]["latency"]),
+            ("raw publish", base.get("publish_sequential")),
+        ]
+        panels["append, 64 in flight"] = [
+            ("convstore", w["append"]["in_flight"]["latency"]),
+            ("raw publish", (base.get("publish_concurrent") or {}).get("latency")),
+        ]
+    if "visibility" in w:
+        panels["write->read visibility"] = [
+            ("write+read pair", w["visibility"]["pair_latency"]),
+            ("read alone", w["visibility"]["read_latency"]),
+        ]
+    if "list" in w:
+        small, large = w["list"]["sizes"]
+        for kind, label in (
+            ("desc_limit20", "list limit=20 desc"),
+            ("asc_after_paged", "list after= asc"),
+        ):
+            panels[label] = [
+                (f"{small:,} items", w["list"][kind][str(small)]),
+                (f"{large:,} items", w["list"][kind][str(large)]),
+            ]
+    if "memory" in w:
+        panels["create conversation (64 in flight)"] = [
+            ("convstore", w["memory"]["create_latency"])
+        ]
+    return panels
+
+
+def write_chart(results: dict[str, Any], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = {"always": "-", "default": "--", "target": ":"}
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    panels: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {}
+    for mode_name, mode in results["modes"].items():
+        for panel, series in _series(mode).items():
+            panels.setdefault(panel, []).extend((mode_name, label, s) for label, s in series)
+    count = max(len(panels), 1)
+    cols = 3
+    rows = (count + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    for ax, (panel, series) in zip(axes.flat, panels.items(), strict=False):
+        labels = list(dict.fromkeys(label for _, label, _ in series))
+        for mode_name, label, s in series:
+            if not s or not s.get("cdf_ms"):
+                continue
+            ax.plot(
+                s["cdf_ms"],
+                range(101),
+                linestyle=styles.get(mode_name, "-."),
+                color=colours[labels.index(label) % len(colours)],
+                label=f"{label} ({mode_name})",
+            )
+        ax.set_xscale("log")
+        ax.set_title(panel)
+        ax.set_xlabel("latency (ms, log)")
+        ax.set_ylabel("percentile")
+        ax.axhline(99, color="grey", linewidth=0.5)
+        ax.axhline(50, color="grey", linewidth=0.5)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    title = "convstore latency distributions (CDF)"
+    fig.suptitle(f"{title}  {results['date']}  {'quick' if results['quick'] else 'full'}")
+    fig.tight_layout()
+    path = out / "latency.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,186 @@
+"""Start and stop what the benchmark measures: `convstore serve` (embedded nats-server,
+projector and API in one process, as `make run` starts it) and, for the rebuild
+workload, a bare nats-server with the same configuration and no projector.
+
+The serve process is started with `python -m convstore serve` exactly as an operator
+would, with CONVSTORE_SYNC_ALWAYS set for the durability mode. Its nats-server URL is
+read back from `<data-dir>/nats-server.conf`, so the raw baseline talks to the very same
+server as the workload.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from convstore.embedded_nats import EmbeddedNats, free_port, nats_server_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def nats_server_version() -> str:
+    try:
+        out = subprocess.run(
+            [nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
+    return out.stdout.strip() or out.stderr.strip()
+
+
+class ServeProcess:
+    """`convstore serve` on a free port with its own data directory."""
+
+    def __init__(self, data_dir: Path, sync_always: bool) -> None:
+        self.data_dir = data_dir
+        self.sync_always = sync_always
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "serve.log"
+
+    @property
+    def base_url(self) -> str:
+        """The API root the HTTP workloads use (the same shape as --target)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "ServeProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "CONVSTORE_SYNC_ALWAYS": "true" if self.sync_always else "false",
+            "CONVSTORE_LOG_LEVEL": "warning",
+        }
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "convstore",
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"convstore serve exited: {self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.root_url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"convstore serve not ready in {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def nats_url(self) -> str:
+        """The embedded nats-server the serve process started (from its config file)."""
+        conf = (self.data_dir / "nats-server.conf").read_text()
+        match = re.search(r"^listen:\s*(\S+)", conf, re.MULTILINE)
+        if not match:
+            raise RuntimeError(f"no listen address in {self.data_dir / 'nats-server.conf'}")
+        return f"nats://{match.group(1)}"
+
+    @property
+    def nats_pid(self) -> int:
+        for child in psutil.Process(self.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "nats-server" in child.name():
+                    return int(child.pid)
+        raise RuntimeError("the serve process has no nats-server child")
+
+    def pids(self) -> dict[str, int]:
+        return {"serve": self.pid, "nats-server": self.nats_pid}
+
+    def readiness(self) -> dict[str, Any]:
+        """/readyz's checks (answered with 503 too while the projection lags)."""
+        response = httpx.get(self.root_url + "/readyz", timeout=10)
+        return dict(response.json().get("checks", {}))
+
+    def wait_caught_up(self, timeout: float) -> float:
+        """Wait until the projector has applied the whole log; returns seconds waited.
+
+        Workloads run one after another on one server: without this, a backlog left by
+        one (the projector folds slower than the API appends) would be measured by the next.
+        """
+        start = time.monotonic()
+        while True:
+            lag = self.readiness().get("projection_lag")
+            if lag == 0:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"projection still {lag} events behind after {timeout}s")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class BareNats:
+    """A nats-server configured like serve's embedded one, with nothing else attached.
+
+    The rebuild workload fills a log of N events directly; a live projector would fold
+    them meanwhile and compete for the CPU the rebuild is measured on.
+    """
+
+    def __init__(self, data_dir: Path, sync_always: bool) -> None:
+        self.server = EmbeddedNats(data_dir, sync_always=sync_always)
+
+    def start(self) -> "BareNats":
+        self.server.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def pid(self) -> int:
+        assert self.server.process is not None
+        return self.server.process.pid
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.server.data_dir, ignore_errors=True)
