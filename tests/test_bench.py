@@ -1,0 +1,83 @@
+"""Smoke test of the benchmark harness: `python -m bench --quick` starts its own servers,
+runs every workload, and writes the JSON and the chart, within two minutes.
+
+It checks that the harness works and that its figures are there, not the figures
+themselves (the targets are reported by the benchmark, not enforced), except for stale
+reads, which must be 0 on any machine. Needs the `bench` extra (matplotlib, psutil).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib", reason="needs the bench extra: pip install -e '.[bench]'")
+pytest.importorskip("psutil", reason="needs the bench extra: pip install -e '.[bench]'")
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = {"append", "visibility", "list", "rebuild", "memory"}
+
+
+def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--durability",
+            "default",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert results["quick"] is True
+    assert results["environment"]["cpu_count"] and results["environment"]["nats_server"]
+    assert list(results["modes"]) == ["default"]
+    mode = results["modes"]["default"]
+    assert mode["sync_always"] is False
+    assert mode["errors"] == {}
+    assert set(mode["workloads"]) == WORKLOADS
+
+    base = mode["baseline"]
+    assert base["publish_sequential"]["p50_ms"] > 0
+    assert base["publish_concurrent"]["per_second"] > 0
+
+    w = mode["workloads"]
+    sizes = results["sizes"]
+    assert w["append"]["one_at_a_time"]["latency"]["n"] == sizes["sequential"]
+    assert w["append"]["in_flight"]["per_second"] > 0
+    assert w["append"]["in_flight"]["errors"] == 0
+    assert w["visibility"]["stale_reads"] == 0
+    assert w["visibility"]["pair_latency"]["p99_ms"] > 0
+    small, large = w["list"]["sizes"]
+    for kind in ("desc_limit20", "asc_after_paged"):
+        assert w["list"][kind][str(small)]["p50_ms"] > 0
+        assert w["list"][kind][str(large)]["p50_ms"] > 0
+        assert w["list"][kind]["p50_ratio_large_to_small"] > 0
+    assert w["list"]["short_pages"] == 0
+    assert w["rebuild"]["rebuild"]["events"] == sizes["rebuild_events"]
+    assert w["rebuild"]["rebuild"]["per_second"] > 0
+    assert w["rebuild"]["raw_ordered_consumer"]["events"] == sizes["rebuild_events"]
+    assert w["memory"]["conversations"] == sizes["memory_conversations"]
+    assert w["memory"]["rss_after_mb"]["serve"] > 0
+
+    names = [t["name"] for t in mode["targets"]]
+    assert len(names) == 9
+    assert all(t["passed"] in (True, False, None) for t in mode["targets"])
+
+    png = tmp_path / "latency.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 10_000
+
+    assert "targets:" in run.stdout
+    assert "Responses API does not exist yet" in run.stdout
