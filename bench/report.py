@@ -8,6 +8,7 @@ durability mode.
 """
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,7 @@ def write_chart(results: dict[str, Any], out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     styles = {"always": "-", "default": "--", "target": ":"}
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
@@ -214,7 +216,7 @@ def write_chart(results: dict[str, Any], out: Path) -> Path:
     for mode_name, mode in results["modes"].items():
         for panel, series in _series(mode).items():
             panels.setdefault(panel, []).extend((mode_name, label, s) for label, s in series)
-    count = max(len(panels), 1)
+    count = max(len(panels) + (1 if _rebuild_rates(results) else 0), 1)
     cols = 3
     rows = (count + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
@@ -231,6 +233,8 @@ def write_chart(results: dict[str, Any], out: Path) -> Path:
                 label=f"{label} ({mode_name})",
             )
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.set_title(panel)
         ax.set_xlabel("latency (ms, log)")
         ax.set_ylabel("percentile")
@@ -238,7 +242,11 @@ def write_chart(results: dict[str, Any], out: Path) -> Path:
         ax.axhline(50, color="grey", linewidth=0.5)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(panels) :]:
+    spare = list(axes.flat)[len(panels) :]
+    rates = _rebuild_rates(results)
+    if spare and rates:
+        _draw_rates(spare.pop(0), rates)
+    for ax in spare:
         ax.axis("off")
     title = "convstore latency distributions (CDF)"
     fig.suptitle(f"{title}  {results['date']}  {'quick' if results['quick'] else 'full'}")
@@ -247,3 +255,41 @@ def write_chart(results: dict[str, Any], out: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _minor_label(value: float, _: object) -> str:
+    """Label 2, 5, 20, 50... between the decades, so a log axis reads without exponents."""
+    digit = value / 10 ** math.floor(math.log10(value)) if value > 0 else 0
+    return f"{value:g}" if round(digit) in (2, 5) else ""
+
+
+def _rebuild_rates(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """events/s of the raw reads and the folds, per mode, for the rebuild panel."""
+    rates: dict[str, dict[str, float]] = {}
+    for name, mode in results["modes"].items():
+        rb = mode.get("workloads", {}).get("rebuild")
+        if rb:
+            rates[name] = {
+                "raw ordered consumer": rb["raw_ordered_consumer"]["per_second"],
+                "raw pull consumer (256)": rb["raw_pull_consumer_256"]["per_second"],
+                "fold into memory": rb["fold_into_memory"]["per_second"],
+                "rebuild into KV": rb["rebuild"]["per_second"],
+            }
+    return rates
+
+
+def _draw_rates(ax: Any, rates: dict[str, dict[str, float]]) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    labels = list(next(iter(rates.values())))
+    height = 0.8 / len(rates)
+    for n, (mode_name, figures) in enumerate(rates.items()):
+        ys = [i + n * height for i in range(len(labels))]
+        ax.barh(ys, [figures[label] for label in labels], height=height, label=mode_name)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(labels))], labels, fontsize=8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("events/s (log)")
+    ax.set_title("rebuild: read and fold rates")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
