@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def run(argv: list[str] | None = None) -> int:
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
     results = asyncio.run(main(args))
+    results["seconds_total"] = round(time.monotonic() - start, 1)
     json_path = report.write_json(results, args.out)
     chart = report.write_chart(results, args.out)
     print(report.table(results))

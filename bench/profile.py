@@ -27,8 +27,10 @@ def recording(pid: int, path: Path, rate: int = 100) -> Iterator[None]:
     binary = py_spy()
     if binary is None:
         raise RuntimeError("--profile needs py-spy: pip install -e '.[bench]'")
+    # --gil: only the thread running Python, so idle pools and waits do not count.
+    args = ["record", "--pid", str(pid), "--format", "raw", "--gil", "-r", str(rate)]
     process = subprocess.Popen(
-        [binary, "record", "--pid", str(pid), "--format", "raw", "-r", str(rate), "-o", str(path)],
+        [binary, *args, "-o", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -43,10 +45,19 @@ def recording(pid: int, path: Path, rate: int = 100) -> Iterator[None]:
             process.wait()
 
 
+def package(frame: str) -> str:
+    """`fn (pydantic/main.py:280)` -> `pydantic`; stdlib modules keep their file name."""
+    location = frame.rpartition("(")[2].rstrip(")")
+    parts = location.split(":")[0].strip("/").split("/")
+    return parts[0].removesuffix(".py") or "?"
+
+
 def top(path: Path, count: int = 15) -> dict[str, Any]:
-    """Hottest functions of a collapsed-stack file: self and inclusive shares."""
+    """Hottest functions of a collapsed-stack file: self and inclusive shares, and self
+    time by package (which library the CPU went to)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
     total = 0
     if not path.exists():
         return {"samples": 0}
@@ -58,14 +69,18 @@ def top(path: Path, count: int = 15) -> dict[str, Any]:
         total += int(n)
         if frames:
             own[frames[-1]] += int(n)
+            packages[package(frames[-1])] += int(n)
         for frame in set(frames):
             inclusive[frame] += int(n)
 
     def share(counter: Counter[str]) -> list[list[Any]]:
         return [[f, round(n / total, 3)] for f, n in counter.most_common(count)]
 
-    return (
-        {"samples": total, "self": share(own), "inclusive": share(inclusive)}
-        if total
-        else {"samples": 0}
-    )
+    if not total:
+        return {"samples": 0}
+    return {
+        "samples": total,
+        "self_by_package": share(packages),
+        "self": share(own),
+        "inclusive": share(inclusive),
+    }

@@ -156,8 +156,8 @@ def table(results: dict[str, Any]) -> str:
         for t in mode["targets"]:
             verdict = Verdict(**t)
             measured = "-" if verdict.measured is None else f"{verdict.measured:g}"
-            unit = "" if verdict.unit == "x" else f" {verdict.unit}"
-            mark = "x" if verdict.unit == "x" else ""
+            unit = "" if verdict.unit == "x" or verdict.measured is None else f" {verdict.unit}"
+            mark = "x" if verdict.unit == "x" and verdict.measured is not None else ""
             detail = f"  ({verdict.detail})" if verdict.detail else ""
             lines.append(f"  {verdict.status:4}  {verdict.name}: {measured}{mark}{unit}{detail}")
     return "\n".join(lines)
