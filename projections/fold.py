@@ -57,6 +57,11 @@ class Folder:
             raise
         self.applied += len(events)
 
+    async def checkpoint(self) -> int:
+        """The last sequence these views have applied (0 for empty views)."""
+        raw = await self._get(CHECKPOINT_KEY, {})
+        return int(raw["seq"]) if raw else 0
+
     async def _get(self, key: str, pending: dict[str, Any]) -> dict[str, Any] | None:
         if key in pending:
             value = pending[key]

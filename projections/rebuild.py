@@ -20,7 +20,7 @@ from events.subjects import ALL_EVENTS, STREAM_NAME
 from projections.active import POLL, Generation, current, flip, meta_bucket
 from projections.fold import Folder
 from projections.store import BUCKET, KVViews, ViewStore, open_bucket
-from projections.worker import ACK_WAIT, BATCH, decode_batch
+from projections.worker import ACK_WAIT, BATCH, MAX_IN_FLIGHT, decode_batch
 
 CATCH_UP_GAP = 100  # flip once the new views are this close to the log's end
 
@@ -98,7 +98,7 @@ async def rebuild(
             opt_start_seq=last + 1,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=ACK_WAIT,
-            max_ack_pending=1,
+            max_ack_pending=MAX_IN_FLIGHT,
         ),
     )
     await flip(meta, new)

@@ -1,8 +1,11 @@
 """The projection worker: a FastStream subscriber folding the log into KV views.
 
-It reads the event stream through one durable pull consumer in batches, in log
-order, and acks a batch only after its views are written, so a crash at any
-point redelivers what was not yet applied (and re-applying is harmless).
+Deliveries from one durable consumer are buffered and folded in batches (whatever
+arrived while the previous batch was being written), strictly in log order: every
+stream sequence is an event, so a batch that does not start right after the
+checkpoint is completed from the log itself before it is folded. Delivery order,
+redeliveries and lost deliveries therefore cannot reorder or drop anything; a
+batch is acked only after its views are written, and re-applying is harmless.
 """
 
 import asyncio
@@ -21,8 +24,9 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from events.connection import connect
+from events.history import History
 from events.schema import Event, decode
-from events.store import ensure_stream
+from events.store import EventStore, ensure_stream
 from events.subjects import ALL_EVENTS, STREAM_NAME
 from projections.active import DEFAULT_DURABLE, POLL, Generation, current, meta_bucket
 from projections.fold import Folder
@@ -32,9 +36,8 @@ log = logging.getLogger("convstore.projector")
 
 DURABLE = DEFAULT_DURABLE
 BATCH = 256  # events per fold when reading the log directly (rebuild)
-# Seconds before an unacked event is redelivered: a delivery lost in a crash or a
-# shutdown holds up the fold (one event in flight) for at most this long.
-ACK_WAIT = 2.0
+MAX_IN_FLIGHT = 1024  # deliveries the server sends ahead of our acks
+ACK_WAIT = 30.0  # seconds before an unacked delivery is sent again
 
 
 def decode_batch(messages: list[Msg]) -> list[Event]:
@@ -55,8 +58,77 @@ async def close_quietly(closing: Awaitable[Any], timeout: float = 5.0) -> None:
         await asyncio.wait_for(closing, timeout)
 
 
-def register_projector(broker: NatsBroker, folder: Folder, durable: str = DURABLE) -> None:
-    """Attach the projector's subscriber to `broker` (views must be open in `folder`)."""
+class Projector:
+    """Folds buffered deliveries in log order, filling any gap from the log."""
+
+    def __init__(self, folder: Folder, history: History) -> None:
+        self.folder = folder
+        self.history = history
+        self.checkpoint: int | None = None
+        self._buffer: list[Msg] = []
+        self._wake = asyncio.Event()
+
+    def deliver(self, msg: Msg) -> None:
+        self._buffer.append(msg)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Flush loop: one fold per wake-up, covering everything delivered meanwhile."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._buffer = self._buffer, []
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[Msg]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._fold(batch)
+                break
+            except Exception:
+                # NATS hiccup: keep the batch (and the order) and try again.
+                log.exception("fold failed; retrying in %.2fs", delay)
+                for m in batch:
+                    with contextlib.suppress(Exception):
+                        await m.in_progress()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        for m in batch:
+            with contextlib.suppress(Exception):
+                await m.ack()
+
+    async def _fold(self, batch: list[Msg]) -> None:
+        if self.checkpoint is None:
+            self.checkpoint = await self.folder.checkpoint()
+        fresh = {m.metadata.sequence.stream: m for m in batch}
+        events: list[Event] = []
+        expected = self.checkpoint + 1
+        for seq in sorted(s for s in fresh if s > self.checkpoint):
+            if seq > expected:  # not delivered (yet): read it from the log
+                events += await self._read(expected, seq - 1)
+            events += decode_batch([fresh[seq]])
+            expected = seq + 1
+        if events:
+            await self.folder.fold(events)
+            self.checkpoint = max(self.checkpoint, expected - 1)
+
+    async def _read(self, first: int, last: int) -> list[Event]:
+        out: list[Event] = []
+        after = first - 1
+        while after < last:
+            page, more = await self.history.page(None, after, min(BATCH, last - after))
+            for stored in (p for p in page if p.seq <= last):
+                with contextlib.suppress(ValidationError):
+                    out.append(decode(stored.data, stored.seq))
+            if not page or not more:
+                break
+            after = page[-1].seq
+        return out
+
+
+def register_projector(broker: NatsBroker, projector: Projector, durable: str = DURABLE) -> None:
+    """Attach the projector's subscriber to `broker`: it only hands deliveries over."""
 
     with warnings.catch_warnings():
         # It warns that a durable push consumer does not scale across instances: one
@@ -66,32 +138,19 @@ def register_projector(broker: NatsBroker, folder: Folder, durable: str = DURABL
             ALL_EVENTS,
             stream=JStream(name=STREAM_NAME, declare=False),
             durable=durable,
-            # A push consumer with max_ack_pending=1: the server hands out the next event
-            # only after this one is acked, so the fold sees the log strictly in order and
-            # an event lost in flight is redelivered before anything that follows it.
-            # (FastStream's pull loop drops fetched messages when nats-py raises a plain
-            # asyncio.TimeoutError, stalling such a consumer until ack_wait.)
+            # A push consumer: the server streams deliveries ahead of our acks (a pull
+            # loop in FastStream loses fetched messages on some nats-py timeouts).
             config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.ALL, ack_wait=ACK_WAIT, max_ack_pending=1
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ACK_WAIT,
+                max_ack_pending=MAX_IN_FLIGHT,
             ),
             ack_policy=AckPolicy.MANUAL,
         )
 
     @subscriber
     async def project(_: bytes, msg: Annotated[NatsMessage, Context("message")]) -> None:
-        events = decode_batch([msg.raw_message])
-        delay = 0.05
-        while True:
-            try:
-                await folder.fold(events)
-                break
-            except Exception:
-                # NATS hiccup: keep the batch (and the order) and try again.
-                log.exception("fold failed; retrying in %.2fs", delay)
-                await msg.raw_message.in_progress()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        await msg.ack()
+        projector.deliver(msg.raw_message)
 
 
 async def run_projector(nats_urls: list[str], stop: asyncio.Event, replicas: int = 1) -> None:
@@ -104,20 +163,29 @@ async def run_projector(nats_urls: list[str], stop: asyncio.Event, replicas: int
     js = nc.jetstream()
     await ensure_stream(js, replicas=replicas)
     meta = await meta_bucket(js, replicas)
+    store = EventStore(nc, js)
     try:
         while not stop.is_set():
             generation = await current(meta)
             kv = await open_bucket(js, bucket=generation.bucket, replicas=replicas)
-            broker = NatsBroker(nats_urls, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
-            register_projector(
-                broker, Folder(KVViews(js, kv, generation.bucket)), generation.durable
+            broker = NatsBroker(
+                nats_urls,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                log_level=logging.DEBUG,  # per-message access logs only when debugging
             )
+            projector = Projector(Folder(KVViews(js, kv, generation.bucket)), History(store))
+            register_projector(broker, projector, generation.durable)
+            flusher = asyncio.create_task(projector.run())
             await broker.start()
             log.info("projecting into %s from consumer %r", generation.bucket, generation.durable)
             try:
                 await _until_stop_or_flip(stop, meta, generation)
             finally:
                 await close_quietly(broker.stop())
+                flusher.cancel()
+                with contextlib.suppress(BaseException):
+                    await flusher
     finally:
         await close_quietly(nc.drain())
         await close_quietly(nc.close())

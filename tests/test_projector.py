@@ -7,6 +7,7 @@ import random
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import commands
+from events.history import History
 from events.items import normalize_item
 from events.schema import (
     ConversationCreated,
@@ -19,7 +20,7 @@ from projections.fold import Folder
 from projections.reader import ViewReader
 from projections.rebuild import fold_log, rebuild
 from projections.store import BUCKET, KVViews, MemoryViews, open_bucket
-from projections.worker import decode_batch, run_projector
+from projections.worker import Projector, decode_batch, run_projector
 
 
 async def kv_snapshot(js, bucket: str = BUCKET) -> dict[str, dict]:
@@ -160,3 +161,31 @@ async def test_redelivered_events_change_nothing(store):
     await Folder(KVViews(js, kv)).fold(events[len(events) // 2 :])
     await Folder(KVViews(js, kv)).fold(events)
     assert await kv_snapshot(js) == once
+
+
+async def test_projector_folds_in_log_order_whatever_the_delivery_order(store):
+    """Dropped, duplicated and reordered deliveries: the fold fills gaps from the log."""
+    await write_history(store, seed=3, conversations=4)
+    expected = MemoryViews()
+    await fold_log(store, expected)
+
+    sub = await store.js.pull_subscribe(
+        "conv.>",
+        stream="CONVSTORE",
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
+    )
+    msgs = []
+    while len(msgs) < await store.last_seq():
+        msgs += await sub.fetch(256, timeout=2)
+    await sub.unsubscribe()
+
+    rng = random.Random(5)
+    delivered = [m for m in msgs if rng.random() > 0.3]  # ~30% never delivered
+    delivered += rng.sample(delivered, 20)  # some twice
+    rng.shuffle(delivered)
+    views = MemoryViews()
+    projector = Projector(Folder(views), History(store))
+    for start in range(0, len(delivered), 17):
+        await projector._flush(delivered[start : start + 17])
+    await projector._flush(msgs[-1:])  # the last event arrives at the end
+    assert views.data == expected.data
