@@ -15,10 +15,9 @@ import uvicorn
 from api.app import create_app
 from convstore import audit
 from convstore.embedded_nats import EmbeddedNats
+from convstore.maintenance import run_purge, run_rebuild
 from convstore.settings import Settings
-from events.connection import connect
-from events.store import EventStore, ensure_stream
-from projections.rebuild import rebuild
+from events.asyncapi import asyncapi_json
 from projections.worker import run_projector
 
 log = logging.getLogger("convstore")
@@ -47,16 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     add("projector", "run the projection worker against an external NATS", False, True)
     add(
         "rebuild",
-        "drop all views and rebuild them from the log (stop projectors first)",
+        "rebuild all views from the log beside the live ones, then switch (no downtime)",
         False,
         True,
     )
+    add("purge", "erase a conversation's events and views for good (leaves a record)", False, True)
+    sub.choices["purge"].add_argument("conversation_id")
+    sub.choices["purge"].add_argument("--reason", help="why (kept in the purge record)")
+    sub.add_parser("asyncapi", help="print the AsyncAPI document of the event subjects")
     audit.register(sub)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    skip = ("command", "conversation_id", "reason")
+    flags = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
     return Settings(**flags)
 
 
@@ -109,19 +113,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             embedded.stop()
 
 
-async def _rebuild(settings: Settings) -> None:
-    nc = await connect(settings.nats_urls, "convstore-rebuild")
-    js = nc.jetstream(timeout=settings.request_timeout)
-    await ensure_stream(js, replicas=settings.replicas)
-    last, generation = await rebuild(
-        EventStore(nc, js, settings.request_timeout), settings.replicas
-    )
-    print(f"rebuilt views from the log up to {last}; live views now in {generation.bucket}")
-    await nc.drain()
-
-
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "asyncapi":
+        print(asyncapi_json())
+        return
     if args.command in audit.COMMANDS:
         raise SystemExit(audit.run(args))
     settings = _settings(args)
@@ -134,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         "serve": lambda stop: serve(settings, stop),
         "api": lambda stop: _serve_http(settings, settings.nats_urls, stop),
         "projector": lambda stop: run_projector(settings.nats_urls, stop, settings.replicas),
-        "rebuild": lambda _: _rebuild(settings),
+        "rebuild": lambda _: run_rebuild(settings),
     }
+    if args.command == "purge":
+        flags = {k: v for k, v in vars(args).items() if k in ("conversation_id", "reason")}
+        raise SystemExit(asyncio.run(run_purge(settings, **flags)))
     asyncio.run(_until_signal(runs[args.command]))
