@@ -10,8 +10,10 @@ import asyncio
 import datetime
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +23,13 @@ from bench import report
 from bench.config import sized
 from bench.procs import load_average
 from bench.runner import ALL_WORKLOADS, MODES, TARGET_WORKLOADS, Options, run_mode, run_target, say
-from bench.server import ROOT, nats_server_version
+from bench.server import (
+    ROOT,
+    SERVER_PACKAGES,
+    code_fingerprint,
+    nats_server_version,
+    snapshot_code,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -81,9 +89,11 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return "missing"
 
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    commit = git("describe", "--always", "--dirty").strip()
+    changed = git("status", "--porcelain", "--", *SERVER_PACKAGES).splitlines()
     return {
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
@@ -93,6 +103,7 @@ def environment() -> dict[str, Any]:
         "httpx": version("httpx"),
         "faststream": version("faststream"),
         "git": commit,
+        "server_files_changed_since_commit": [line[3:] for line in changed],
         "load_average_start": load_average(),
     }
 
@@ -101,7 +112,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     sizes = sized(args.quick, args.rebuild_events, args.conversations)
     procs = None if args.client_procs == "auto" else int(args.client_procs)
     profile_dir = args.out if args.profile else None
-    options = Options(sizes, procs, args.workloads, args.workdir, profile_dir)
+    code = Path(tempfile.mkdtemp(prefix="convstore-bench-code-", dir=args.workdir))
+    fingerprint = snapshot_code(code)
+    options = Options(sizes, procs, args.workloads, args.workdir, profile_dir, code)
     results: dict[str, Any] = {
         "version": 1,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -109,7 +122,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "target": args.target,
         "argv": sys.argv[1:],
         "sizes": sizes.__dict__,
-        "environment": environment(),
+        "environment": {**environment(), "server_code": fingerprint},
         "notes": [f"responses workload {report.RESPONSES_SKIPPED}"],
         "modes": {},
     }
@@ -126,6 +139,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for name in names:
             results["modes"][name] = await run_mode(name, options)
     results["environment"]["load_average_end"] = load_average()
+    shutil.rmtree(code, ignore_errors=True)
+    if code_fingerprint() != fingerprint:
+        results["notes"].append(
+            f"the server's sources changed during the run; every figure is of the "
+            f"snapshot taken at the start ({fingerprint}), except the rebuild workload's "
+            f"fold, which runs in this process with the modules it imported at start"
+        )
     return results
 
 

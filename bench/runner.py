@@ -50,12 +50,14 @@ class Options:
         workloads: tuple[str, ...],
         workdir: Path | None,
         profile_dir: Path | None,
+        code: Path,
     ) -> None:
         self.sizes = sizes
         self.procs = procs
         self.workloads = workloads
         self.workdir = workdir
         self.profile_dir = profile_dir
+        self.code = code  # snapshot of the server's sources that serve runs from
 
 
 @contextlib.contextmanager
@@ -106,7 +108,8 @@ async def run_mode(name: str, options: Options) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"convstore-bench-{name}-", dir=options.workdir))
     http = [w for w in HTTP_WORKLOADS if w in options.workloads]
     if http:
-        server = await asyncio.to_thread(ServeProcess(workdir / "serve", sync_always).start)
+        serve = ServeProcess(workdir / "serve", sync_always, options.code)
+        server = await asyncio.to_thread(serve.start)
         say(f"{name}: convstore serve on {server.base_url}, nats {server.nats_url}")
         try:
             ctx = Context(server.base_url, sizes, options.procs, server)

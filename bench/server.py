@@ -9,6 +9,7 @@ server as the workload.
 """
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -25,6 +26,33 @@ import psutil
 from convstore.embedded_nats import EmbeddedNats, free_port, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVER_PACKAGES = ("api", "convstore", "events", "projections", "workers")
+
+
+def code_fingerprint(root: Path = ROOT) -> str:
+    """sha256 over the server's Python sources: which code a figure was measured on."""
+    digest = hashlib.sha256()
+    for package in SERVER_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def snapshot_code(dest: Path) -> str:
+    """Copy the server's sources as they are now into `dest`; returns their fingerprint.
+
+    Other people edit the tree while a run takes minutes: serve processes started from
+    the snapshot all run the same code, the code the run started with.
+    """
+    for package in SERVER_PACKAGES:
+        shutil.copytree(
+            ROOT / package,
+            dest / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            dirs_exist_ok=True,
+        )
+    return code_fingerprint(dest)
 
 
 def nats_server_version() -> str:
@@ -40,9 +68,10 @@ def nats_server_version() -> str:
 class ServeProcess:
     """`convstore serve` on a free port with its own data directory."""
 
-    def __init__(self, data_dir: Path, sync_always: bool) -> None:
+    def __init__(self, data_dir: Path, sync_always: bool, code: Path = ROOT) -> None:
         self.data_dir = data_dir
         self.sync_always = sync_always
+        self.code = code  # where `python -m convstore` imports the server from
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "serve.log"
@@ -77,7 +106,7 @@ class ServeProcess:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                cwd=self.code,  # `-m` puts the cwd first on sys.path
                 env=env,
             )
         deadline = time.monotonic() + timeout
