@@ -92,8 +92,13 @@ def _headers(event_type: str) -> dict[str, Any]:
                 "description": "The event id (payload `id`): JetStream dedupe / idempotency key.",
             },
             "Convstore-Event-Type": {"type": "string", "const": event_type},
+            "Convstore-Hash": {
+                "type": "string",
+                "description": "The payload's `hash` (sha256 chaining it to the previous event "
+                "of its conversation through `prev_hash`).",
+            },
         },
-        "required": ["Nats-Msg-Id", "Convstore-Event-Type"],
+        "required": ["Nats-Msg-Id", "Convstore-Event-Type", "Convstore-Hash"],
     }
 
 
