@@ -73,7 +73,7 @@ def test_message_headers(doc):
     (ref,) = _channel(doc, "ItemDeleted")["messages"].values()
     headers = _resolve(doc, ref["$ref"])["headers"]
     assert headers["properties"]["Convstore-Event-Type"]["const"] == "ItemDeleted"
-    assert set(headers["required"]) == {"Nats-Msg-Id", "Convstore-Event-Type"}
+    assert set(headers["required"]) == {"Nats-Msg-Id", "Convstore-Event-Type", "Convstore-Hash"}
 
 
 def test_json_round_trips():
