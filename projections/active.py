@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from projections.store import BUCKET, KVViews, open_bucket
@@ -35,18 +34,7 @@ class Generation:
 
 
 async def meta_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
-    try:
-        return await js.key_value(META_BUCKET)
-    except (BucketNotFoundError, NotFoundError):
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=META_BUCKET,
-                history=5,
-                storage=StorageType.FILE,
-                replicas=replicas,
-                direct=True,
-            )
-        )
+    return await open_bucket(js, META_BUCKET, replicas, history=5)
 
 
 async def current(meta: KeyValue) -> Generation:

@@ -49,18 +49,17 @@ class MemoryViews:
 
 
 async def open_bucket(
-    js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1, create: bool = True
+    js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1, history: int = 1
 ) -> KeyValue:
-    """The views bucket; created when missing (the projector creates, readers may wait)."""
+    """A KV bucket (by default the views bucket), created when missing."""
     try:
         return await js.key_value(bucket)
     except (BucketNotFoundError, NotFoundError):
-        if not create:
-            raise
+        pass
     return await js.create_key_value(
         KeyValueConfig(
             bucket=bucket,
-            history=1,
+            history=history,
             storage=StorageType.FILE,
             replicas=replicas,
             direct=True,
