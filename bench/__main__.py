@@ -11,6 +11,7 @@ import datetime
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,10 @@ def environment() -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    # SIGTERM cancels the run like Ctrl-C does, so the servers it started are stopped.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     sizes = sized(args.quick, args.rebuild_events, args.conversations)
     procs = None if args.client_procs == "auto" else int(args.client_procs)
     profile_dir = args.out if args.profile else None
@@ -126,6 +131,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "notes": [f"responses workload {report.RESPONSES_SKIPPED}"],
         "modes": {},
     }
+    try:
+        await _run_modes(args, options, results)
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+    results["environment"]["load_average_end"] = load_average()
+    if code_fingerprint() != fingerprint:
+        results["notes"].append(
+            f"the server's sources changed during the run; every figure is of the "
+            f"snapshot taken at the start ({fingerprint}), except the rebuild workload's "
+            f"fold, which runs in this process with the modules it imported at start"
+        )
+    return results
+
+
+async def _run_modes(args: argparse.Namespace, options: Options, results: dict[str, Any]) -> None:
     if args.target:
         skipped = [w for w in args.workloads if w not in TARGET_WORKLOADS]
         results["notes"].append(
@@ -138,22 +158,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         names = list(MODES) if args.durability == "both" else [args.durability]
         for name in names:
             results["modes"][name] = await run_mode(name, options)
-    results["environment"]["load_average_end"] = load_average()
-    shutil.rmtree(code, ignore_errors=True)
-    if code_fingerprint() != fingerprint:
-        results["notes"].append(
-            f"the server's sources changed during the run; every figure is of the "
-            f"snapshot taken at the start ({fingerprint}), except the rebuild workload's "
-            f"fold, which runs in this process with the modules it imported at start"
-        )
-    return results
 
 
 def run(argv: list[str] | None = None) -> int:
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    results = asyncio.run(main(args))
+    try:
+        results = asyncio.run(main(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say("interrupted: servers stopped, nothing written")
+        return 130
     results["seconds_total"] = round(time.monotonic() - start, 1)
     json_path = report.write_json(results, args.out)
     chart = report.write_chart(results, args.out)

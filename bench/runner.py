@@ -9,6 +9,8 @@ still run, so one regression does not hide every other figure.
 
 import asyncio
 import contextlib
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -104,8 +106,17 @@ async def run_mode(name: str, options: Options) -> dict[str, Any]:
     sync_always, description = MODES[name]
     mode = _new_mode(name, description)
     mode["sync_always"] = sync_always
-    sizes = options.sizes
     workdir = Path(tempfile.mkdtemp(prefix=f"convstore-bench-{name}-", dir=options.workdir))
+    try:
+        await _run_mode_in(workdir, mode, options)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    mode["targets"] = [v.as_dict() for v in evaluate(mode)]
+    return mode
+
+
+async def _run_mode_in(workdir: Path, mode: dict[str, Any], options: Options) -> None:
+    name, sync_always, sizes = mode["name"], mode["sync_always"], options.sizes
     http = [w for w in HTTP_WORKLOADS if w in options.workloads]
     if http:
         serve = ServeProcess(workdir / "serve", sync_always, options.code)
@@ -141,8 +152,6 @@ async def run_mode(name: str, options: Options) -> dict[str, Any]:
         try:
 
             async def rebuild_work() -> dict[str, Any]:
-                import os
-
                 with _maybe_profile(options, os.getpid(), f"{name}-rebuild", mode):
                     return await rebuild.run(
                         nats.url, sizes.rebuild_events, {"nats-server": nats.pid}
@@ -152,10 +161,6 @@ async def run_mode(name: str, options: Options) -> dict[str, Any]:
         finally:
             await asyncio.to_thread(nats.stop)
             nats.remove()
-    with contextlib.suppress(OSError):
-        workdir.rmdir()
-    mode["targets"] = [v.as_dict() for v in evaluate(mode)]
-    return mode
 
 
 async def run_target(url: str, options: Options) -> dict[str, Any]:
