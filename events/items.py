@@ -201,39 +201,32 @@ def _function_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
     }
 
 
+def _text_parts(parts: Any, kind: str, param: str) -> list[dict[str, Any]]:
+    """An array of `{"type": kind, "text": ...}` parts (reasoning summary and content)."""
+    if not isinstance(parts, list):
+        raise ItemError(f"Invalid type for '{param}': expected an array.", param, "invalid_type")
+    for i, part in enumerate(parts):
+        p = f"{param}[{i}]"
+        if not isinstance(part, dict) or part.get("type") != kind:
+            raise ItemError(f"Invalid value for '{p}.type': expected '{kind}'.", f"{p}.type")
+        _require_str(part, "text", p)
+    return [{"type": kind, "text": part["text"]} for part in parts]
+
+
 def _reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
     summary = item.get("summary")
-    if not isinstance(summary, list):
+    if summary is None:
         raise ItemError(
             f"Missing required parameter: '{param}.summary'.",
             f"{param}.summary",
             "missing_required_parameter",
         )
-    for i, part in enumerate(summary):
-        p = f"{param}.summary[{i}]"
-        if not isinstance(part, dict) or part.get("type") != "summary_text":
-            raise ItemError(f"Invalid value for '{p}.type': expected 'summary_text'.", f"{p}.type")
-        _require_str(part, "text", p)
     out: dict[str, Any] = {
         "type": "reasoning",
-        "summary": [{"type": "summary_text", "text": s["text"]} for s in summary],
+        "summary": _text_parts(summary, "summary_text", f"{param}.summary"),
     }
-    content = item.get("content")
-    if content is not None:
-        if not isinstance(content, list):
-            raise ItemError(
-                f"Invalid type for '{param}.content': expected an array.",
-                f"{param}.content",
-                "invalid_type",
-            )
-        for i, part in enumerate(content):
-            p = f"{param}.content[{i}]"
-            if not isinstance(part, dict) or part.get("type") != "reasoning_text":
-                raise ItemError(
-                    f"Invalid value for '{p}.type': expected 'reasoning_text'.", f"{p}.type"
-                )
-            _require_str(part, "text", p)
-        out["content"] = [{"type": "reasoning_text", "text": c["text"]} for c in content]
+    if item.get("content") is not None:
+        out["content"] = _text_parts(item["content"], "reasoning_text", f"{param}.content")
     _require_str(item, "encrypted_content", param, optional=True)
     if item.get("encrypted_content") is not None:
         out["encrypted_content"] = item["encrypted_content"]
