@@ -224,30 +224,3 @@ class EventStore:
             "Convstore-Event-Type": event.type,
             "Convstore-Hash": event.hash,
         }
-
-    async def read(self, conversation_id: str, after_seq: int = 0) -> list[Event]:
-        """Every event of a conversation after `after_seq`, in log order.
-
-        Uses an ordered, ephemeral consumer filtered on the conversation's subjects.
-        """
-        head = await self.head(conversation_id)
-        if head is None or head.seq <= after_seq:
-            return []
-        out: list[Event] = []
-        sub = await self.js.subscribe(
-            conversation_filter(conversation_id),
-            stream=STREAM_NAME,
-            ordered_consumer=True,
-            deliver_policy=None,
-            config=None,
-        )
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=self.timeout)
-                seq = msg.metadata.sequence.stream
-                if seq > after_seq:
-                    out.append(decode(msg.data, seq))
-                if seq >= head.seq:
-                    return out
-        finally:
-            await sub.unsubscribe()
