@@ -282,6 +282,8 @@ async def scan(ctx: Context, conversation_id: str | None, end: int) -> AsyncIter
     """
     after = 0
     while after < end:
+        if ctx.stopped.is_set():  # the task's cancellation can be lost (see _run)
+            raise asyncio.CancelledError
         page, _ = await ctx.history.page(conversation_id, after, PAGE)
         if not page:
             return

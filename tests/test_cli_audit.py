@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -175,6 +176,21 @@ def test_history_as_of_a_time(changed: dict[str, Any], nats_url: str) -> None:
     assert result.stdout.strip() == "as of 2000-01-01T00:00:00Z: the conversation did not exist yet"
 
 
+def test_history_escapes_control_characters(client: OpenAI, nats_url: str) -> None:
+    """Stored text is user input: it must not drive the operator's terminal."""
+    conv = client.conversations.create(
+        metadata={"note": "a\u202eb\x9bc"},
+        items=[{"role": "user", "content": "red \x1b[31malert\x07"}],
+    )
+    result = convstore("history", conv.id, "--nats-url", nats_url)
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout.replace("\n", "")
+    assert not [c for c in shown if unicodedata.category(c).startswith("C")]
+    created, added = result.stdout.splitlines()
+    assert created.endswith('metadata {"note": "a\\u202eb\\x9bc"}')
+    assert added.endswith('"red \\u001b[31malert\\u0007"')
+
+
 @pytest.mark.parametrize("conversation_id", ["conv_doesnotexist", "*", "conv_a.b"])
 def test_history_of_an_unknown_conversation(
     changed: dict[str, Any], nats_url: str, conversation_id: str
@@ -318,6 +334,7 @@ async def test_export_stopped_by_sigterm_leaves_no_file(
             assert chunk, seen.decode()
             seen += chunk
         assert (tmp_path / "out" / "stopped.jsonl.partial").exists()
+        await asyncio.sleep(1)  # mid-page, where a cancellation can get lost
         process.send_signal(signal.SIGTERM)
         stdout, _ = await asyncio.wait_for(process.communicate(), 15)
     finally:
