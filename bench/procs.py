@@ -7,6 +7,7 @@ workload reports its own client CPU and the server's, as a share of one core.
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
@@ -57,3 +58,29 @@ class CpuMeter:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+class MachineBusy:
+    """CPU busy on the whole machine over a stretch, in cores, and the load average.
+
+    The benchmark shares its machine: a figure taken while other processes kept the
+    cores busy says so in the JSON.
+    """
+
+    def start(self) -> "MachineBusy":
+        self._times = psutil.cpu_times()
+        self._wall = time.perf_counter()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        now = psutil.cpu_times()
+        wall = max(time.perf_counter() - self._wall, 1e-9)
+        idle = (now.idle + getattr(now, "iowait", 0.0)) - (
+            self._times.idle + getattr(self._times, "iowait", 0.0)
+        )
+        cores = os.cpu_count() or 1
+        return {
+            "busy_cores": round(max(0.0, cores - idle / wall), 2),
+            "cores": cores,
+            "load_average": load_average(),
+        }

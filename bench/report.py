@@ -151,6 +151,11 @@ def table(results: dict[str, Any]) -> str:
         widths[1] = min(widths[1], 24)
         for row in rows:
             lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        machine = mode.get("machine") or {}
+        if machine:
+            cores = next(iter(machine.values()))["cores"]
+            busy = ", ".join(f"{k} {v['busy_cores']}" for k, v in machine.items())
+            lines.append(f"machine CPU busy (of {cores} cores, all processes): {busy}")
         lines.append("")
         lines.append("targets:")
         for t in mode["targets"]:

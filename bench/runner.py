@@ -22,6 +22,7 @@ from typing import Any
 from bench import baseline, profile
 from bench.config import Sizes
 from bench.context import Context
+from bench.procs import MachineBusy
 from bench.server import BareNats, ServeProcess
 from bench.targets import evaluate
 from bench.workloads import append, listing, memory, rebuild, visibility
@@ -76,6 +77,7 @@ def _maybe_profile(options: Options, pid: int, name: str, mode: dict[str, Any]) 
 async def _attempt(mode: dict[str, Any], name: str, work: Callable[[], Awaitable[Any]]) -> None:
     say(f"{mode['name']}: {name} ...")
     start = time.perf_counter()
+    busy = MachineBusy().start()
     try:
         result = await work()
     except Exception as exc:
@@ -84,6 +86,7 @@ async def _attempt(mode: dict[str, Any], name: str, work: Callable[[], Awaitable
         return
     finally:
         mode["seconds"][name] = round(time.perf_counter() - start, 1)
+        mode["machine"][name] = busy.stop()
     if name == "baseline":
         mode["baseline"] = result
     else:
@@ -98,6 +101,7 @@ def _new_mode(name: str, description: str) -> dict[str, Any]:
         "baseline": None,
         "workloads": {},
         "seconds": {},
+        "machine": {},  # how busy the whole machine was meanwhile (others run tests too)
         "errors": {},
     }
 
