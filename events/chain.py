@@ -1,8 +1,11 @@
 """Tamper evidence: every event carries a hash chaining it to the previous event of its
 conversation, so an altered, removed or inserted event breaks the chain.
 
-hash = sha256(canonical JSON of the stored event without `hash`, including `prev_hash`).
-Hashes are computed over the stored JSON itself, so any change to the bytes shows.
+hash = sha256(canonical JSON of the stored event without `hash`, including `prev_hash`):
+the stored JSON is parsed and re-serialised with sorted keys, so any change to its content
+shows (not changes of whitespace, key order or escaping, which change no content). The
+hashes are not keyed: they show accidental or partial tampering, not a writer who rewrites
+a whole chain consistently; and a conversation's last events removed leave no break.
 """
 
 import hashlib

@@ -8,7 +8,7 @@ meaning, add a new type or bump `schema_version` instead.
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from events.ids import new_id
 
@@ -105,3 +105,21 @@ def decode(data: bytes, seq: int = 0) -> Event:
     """Parse a stored event; `seq` is the stream sequence it was read at."""
     event = _EVENT.validate_json(data)
     return event.model_copy(update={"seq": seq}) if seq else event
+
+
+class Unrecognized(EventBase):
+    """A message on a conversation's subject that this version cannot read (a newer event
+    type, or damage). Never stored: readers fold it as a no-op that still marks its
+    position applied, so one unknown event does not stall the conversation's reads."""
+
+    type: Literal["Unrecognized"] = "Unrecognized"
+
+
+def decode_lenient(data: bytes, seq: int, subject: str) -> Event | Unrecognized:
+    """`decode`, or an Unrecognized event of the conversation named by the subject."""
+    try:
+        return decode(data, seq)
+    except ValidationError:
+        parts = subject.split(".")
+        conversation_id = parts[1] if len(parts) > 2 else ""
+        return Unrecognized(conversation_id=conversation_id, seq=seq)

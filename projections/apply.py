@@ -20,6 +20,7 @@ from events.schema import (
     ItemAdded,
     ItemDeleted,
     MetadataReplaced,
+    Unrecognized,
 )
 from projections.views import (
     INDEX_KEY,
@@ -69,7 +70,7 @@ def _put_conversation(view: ConversationView) -> Put:
     return Put(conversation_key(view.id), view.model_dump())
 
 
-def apply(state: State, event: Event) -> tuple[State, list[Change]]:
+def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change]]:
     """Fold one event. Changes are ordered: data first, then the views that commit it."""
     conv = state.conversation
     if conv is not None and event.seq <= conv.last_seq:
@@ -98,6 +99,9 @@ def apply(state: State, event: Event) -> tuple[State, list[Change]]:
         return State(conv, index), changes
     if conv is None:
         return state, []  # an event for a conversation this view never saw created
+    if isinstance(event, Unrecognized):
+        conv = conv.model_copy(update={"last_seq": event.seq})
+        return replace(state, conversation=conv), [_put_conversation(conv)]
     if isinstance(event, ConversationPurged):
         # Erased: no view of it stays behind (only the record in the log).
         changes: list[Change] = [

@@ -9,7 +9,7 @@ the batch, which readers of the global index wait on). Within a phase, writes ru
 from collections import OrderedDict
 from typing import Any
 
-from events.schema import Event, ItemDeleted
+from events.schema import Event, ItemDeleted, Unrecognized
 from projections.apply import Change, Delete, PurgePrefix, Put, State, apply
 from projections.store import ViewStore
 from projections.views import (
@@ -38,7 +38,7 @@ class Folder:
         self._cache: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
         self.applied = 0
 
-    async def fold(self, events: list[Event]) -> None:
+    async def fold(self, events: list[Event | Unrecognized]) -> None:
         pending: dict[str, Any] = {}
         purges: list[PurgePrefix] = []
         try:
@@ -71,7 +71,7 @@ class Folder:
             return self._cache[key]
         return await self.views.get(key)
 
-    async def _state(self, event: Event, pending: dict[str, Any]) -> State:
+    async def _state(self, event: Event | Unrecognized, pending: dict[str, Any]) -> State:
         conv = await self._get(conversation_key(event.conversation_id), pending)
         index = await self._get(INDEX_KEY, pending)
         item = None

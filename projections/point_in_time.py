@@ -4,7 +4,7 @@ with the same apply functions the live projection uses."""
 from datetime import datetime
 
 from events.history import History
-from events.schema import decode
+from events.schema import decode_lenient
 from projections.fold import Folder
 from projections.reader import ViewReader
 from projections.store import MemoryViews
@@ -23,7 +23,7 @@ async def reader_as_of(
         page, more = await history.page(conversation_id, after, PAGE)
         events = []
         for stored in page:
-            event = decode(stored.data, stored.seq)
+            event = decode_lenient(stored.data, stored.seq, stored.subject)
             if (seq is not None and stored.seq > seq) or (time is not None and event.time > time):
                 more = False
                 break

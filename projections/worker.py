@@ -21,11 +21,10 @@ from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
-from pydantic import ValidationError
 
 from events.connection import connect
 from events.history import History
-from events.schema import Event, decode
+from events.schema import Event, Unrecognized, decode_lenient
 from events.store import EventStore, ensure_stream
 from events.subjects import ALL_EVENTS, STREAM_NAME
 from projections.active import DEFAULT_DURABLE, POLL, Generation, current, meta_bucket
@@ -40,15 +39,15 @@ MAX_IN_FLIGHT = 1024  # deliveries the server sends ahead of our acks
 ACK_WAIT = 30.0  # seconds before an unacked delivery is sent again
 
 
-def decode_batch(messages: list[Msg]) -> list[Event]:
-    """Events of a fetched batch; a message that is not a valid event is logged and skipped."""
-    events: list[Event] = []
+def decode_batch(messages: list[Msg]) -> list[Event | Unrecognized]:
+    """Events of a fetched batch; one this version cannot read is logged and folded as a
+    no-op (Unrecognized)."""
+    events: list[Event | Unrecognized] = []
     for m in messages:
-        seq = m.metadata.sequence.stream
-        try:
-            events.append(decode(m.data, seq))
-        except ValidationError:
-            log.error("skipping undecodable message at seq %d on %s", seq, m.subject)
+        event = decode_lenient(m.data, m.metadata.sequence.stream, m.subject)
+        if isinstance(event, Unrecognized):
+            log.error("unrecognized message at seq %d on %s", event.seq, m.subject)
+        events.append(event)
     return events
 
 
@@ -102,7 +101,7 @@ class Projector:
         if self.checkpoint is None:
             self.checkpoint = await self.folder.checkpoint()
         fresh = {m.metadata.sequence.stream: m for m in batch}
-        events: list[Event] = []
+        events: list[Event | Unrecognized] = []
         expected = self.checkpoint + 1
         for seq in sorted(s for s in fresh if s > self.checkpoint):
             if seq > expected:  # not delivered (yet): read it from the log
@@ -113,14 +112,13 @@ class Projector:
             await self.folder.fold(events)
             self.checkpoint = max(self.checkpoint, expected - 1)
 
-    async def _read(self, first: int, last: int) -> list[Event]:
-        out: list[Event] = []
+    async def _read(self, first: int, last: int) -> list[Event | Unrecognized]:
+        out: list[Event | Unrecognized] = []
         after = first - 1
         while after < last:
             page, more = await self.history.page(None, after, min(BATCH, last - after))
             for stored in (p for p in page if p.seq <= last):
-                with contextlib.suppress(ValidationError):
-                    out.append(decode(stored.data, stored.seq))
+                out.append(decode_lenient(stored.data, stored.seq, stored.subject))
             if not page or not more:
                 break
             after = page[-1].seq

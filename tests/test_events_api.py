@@ -730,3 +730,30 @@ def test_as_of_accepts_lowercase_rfc3339_time(client, http):
     assert live["metadata"] == {"k": "v"}
     lower = upper.replace("T", "t").replace("Z", "z")
     assert ok(http.get(f"/v1/conversations/{conv.id}", params={"as_of": lower})) == live
+
+
+async def test_an_unknown_event_type_in_the_log_breaks_no_read(client, http, nats_url):
+    """A newer writer's event type: live reads, as_of and history all still answer."""
+    import json as _json
+
+    from events.connection import connect
+
+    conv = client.conversations.create(metadata={"k": "v"})
+    nc = await connect([nats_url], "test-future")
+    try:
+        ack = await nc.jetstream().publish(
+            f"conv.{conv.id}.future_thing",
+            _json.dumps(
+                {"id": "evt_future", "type": "FutureThing", "conversation_id": conv.id}
+            ).encode(),
+        )
+    finally:
+        await nc.close()
+    assert http.get(f"/v1/conversations/{conv.id}").json()["metadata"] == {"k": "v"}
+    r = http.get(f"/v1/conversations/{conv.id}", params={"as_of": ack.seq})
+    assert r.status_code == 200 and r.json()["metadata"] == {"k": "v"}
+    types = [e["type"] for e in http.get(f"/v1/conversations/{conv.id}/events").json()["data"]]
+    assert types == ["ConversationCreated", "FutureThing"]
+    # the conversation still takes writes and reads after it
+    client.conversations.update(conversation_id=conv.id, metadata={"k": "w"})
+    assert client.conversations.retrieve(conv.id).metadata == {"k": "w"}

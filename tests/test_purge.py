@@ -58,7 +58,7 @@ async def test_purge_erases_events_and_views(client, http, nats_url):
         verifier = ChainVerifier()
         for e in events:
             verifier.feed(e.seq, e.data)
-        assert verifier.broken == {}
+        assert conv.id not in verifier.broken and other.id not in verifier.broken
 
         # The views hold nothing of it either, once the projector applied the record.
         listed = http.get("/v1/conversations", params={"limit": 100}).json()["data"]
