@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 		(echo "convstore needs Python >= 3.11" && exit 1)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 run: $(STAMP)
