@@ -21,7 +21,9 @@ class Services:
     ready_max_lag: int
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """Async on purpose: FastAPI runs a plain `def` dependency in a thread pool, and that
+    hand-off cost more than the whole append here."""
     return request.app.state.services  # type: ignore[no-any-return]
 
 

@@ -30,7 +30,7 @@ def serve(tmp_path):
 
     yield start, running
     for service in running:
-        service.stop(signal.SIGKILL)
+        service.stop()  # SIGTERM: serve stops its embedded nats-server too
 
 
 def complete_workflow(client: OpenAI) -> tuple[str, list[str]]:
