@@ -74,15 +74,27 @@ def _maybe_profile(options: Options, pid: int, name: str, mode: dict[str, Any]) 
     mode.setdefault("profiles", {})[name] = {"file": path.name, **profile.top(path)}
 
 
-async def _attempt(mode: dict[str, Any], name: str, work: Callable[[], Awaitable[Any]]) -> None:
+async def _attempt(
+    mode: dict[str, Any],
+    name: str,
+    work: Callable[[], Awaitable[Any]],
+    server: ServeProcess | None = None,
+) -> None:
     say(f"{mode['name']}: {name} ...")
     start = time.perf_counter()
     busy = MachineBusy().start()
     try:
         result = await work()
     except Exception as exc:
-        mode["errors"][name] = f"{type(exc).__name__}: {exc}"
-        say(f"{mode['name']}: {name} FAILED: {exc}\n{traceback.format_exc()}")
+        error = f"{type(exc).__name__}: {exc}"
+        if server is not None and server.process is not None:
+            code = server.process.poll()
+            if code is not None:
+                error += f" (convstore serve had exited with {code})"
+            # The server's data goes away with the run: keep what it said.
+            mode.setdefault("server_log_tail", {})[name] = server.log_tail()
+        mode["errors"][name] = error
+        say(f"{mode['name']}: {name} FAILED: {error}\n{traceback.format_exc()}")
         return
     finally:
         mode["seconds"][name] = round(time.perf_counter() - start, 1)
@@ -140,14 +152,14 @@ async def _run_mode_in(workdir: Path, mode: dict[str, Any], options: Options) ->
                         options.procs,
                     )
 
-                await _attempt(mode, "baseline", raw)
+                await _attempt(mode, "baseline", raw, server)
             for workload in http:
 
                 async def work(w: str = workload) -> dict[str, Any]:
                     with _maybe_profile(options, server.pid, f"{name}-{w}", mode):
                         return await HTTP_WORKLOADS[w](ctx)
 
-                await _attempt(mode, workload, work)
+                await _attempt(mode, workload, work, server)
         finally:
             await asyncio.to_thread(server.stop)
             server.remove()
