@@ -24,8 +24,6 @@ test: $(STAMP)
 # The benchmark (bench/README.md): full run, both durability modes. Pass options with
 # ARGS, e.g. make bench ARGS="--quick --durability default".
 bench: $(STAMP)
-	$(BIN)/python -c 'import matplotlib, psutil' 2>/dev/null || \
-		$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(ARGS)
 
 lint: $(STAMP)
