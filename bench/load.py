@@ -54,21 +54,27 @@ async def closed_loop(
 
     async def worker(n: int) -> None:
         while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            try:
-                await op(n)
-            except Exception as exc:
-                run.errors += 1
-                run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"
+            if not await _timed(run, op, n):
                 await asyncio.sleep(0.01)
-                continue
-            run.latencies.append(time.perf_counter() - start)
-            run.count += 1
 
     await asyncio.gather(*(worker(n) for n in range(workers)))
     run.wall = time.perf_counter() - t0
     run.cpu = time.process_time() - cpu0
     return run
+
+
+async def _timed(run: Run, op: Callable[[int], Awaitable[None]], n: int) -> bool:
+    """One timed call of `op`: its latency, or the error, counted in `run`."""
+    start = time.perf_counter()
+    try:
+        await op(n)
+    except Exception as exc:
+        run.errors += 1
+        run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"
+        return False
+    run.latencies.append(time.perf_counter() - start)
+    run.count += 1
+    return True
 
 
 _SSL = ssl.create_default_context()  # made once: httpx would build one per client
@@ -214,15 +220,7 @@ async def fixed_count(op: Callable[[int], Awaitable[None]], workers: int, total:
         nonlocal left
         while left > 0:
             left -= 1
-            start = time.perf_counter()
-            try:
-                await op(n)
-            except Exception as exc:
-                run.errors += 1
-                run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"
-                continue
-            run.latencies.append(time.perf_counter() - start)
-            run.count += 1
+            await _timed(run, op, n)
 
     await asyncio.gather(*(worker(n) for n in range(workers)))
     run.wall = time.perf_counter() - t0

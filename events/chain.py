@@ -31,7 +31,7 @@ def digest(body: dict[str, Any]) -> str:
 
 def seal(event: EventBase, prev_hash: str) -> tuple[EventBase, bytes]:
     """The event linked to `prev_hash`, and the exact bytes to store."""
-    body = json.loads(event.model_dump_json())
+    body = event.model_dump(mode="json")
     body["prev_hash"] = prev_hash
     body["hash"] = digest(body)
     sealed = event.model_copy(update={"prev_hash": prev_hash, "hash": body["hash"]})
