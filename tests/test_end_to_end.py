@@ -2,6 +2,7 @@
 
 import asyncio
 import signal
+import subprocess
 import time
 
 import httpx
@@ -197,3 +198,20 @@ def test_nats_outage_gives_503_then_recovers(tmp_path):
         api.stop()
         projector.stop()
         nats.stop()
+
+
+def test_embedded_nats_stops_when_serve_is_killed(serve, tmp_path):
+    start, running = serve
+    start()
+    conf = str(tmp_path / "data" / "nats-server.conf")
+
+    def nats_alive() -> bool:
+        found = subprocess.run(["pgrep", "-f", f"nats-server -c {conf}"], capture_output=True)
+        return found.returncode == 0
+
+    assert nats_alive()
+    running[0].stop(signal.SIGKILL)  # no chance to clean up: the kernel tells nats-server
+    deadline = time.monotonic() + 10
+    while nats_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not nats_alive(), "the embedded nats-server outlived convstore serve"
