@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import conversations, events, health, items
+from api.routes import conversations, events, health, items, responses
 from api.services import Services
 from events.connection import connect
+from events.response_stream import ensure_response_stream
 from events.store import EventStore, ensure_stream
 from projections.active import ActiveViews
 from projections.reader import ViewReader
@@ -31,6 +32,7 @@ def create_app(
         nc = await connect(nats_urls, "convstore-api")
         js = nc.jetstream(timeout=request_timeout)
         await ensure_stream(js, replicas=replicas)
+        await ensure_response_stream(js, replicas=replicas)
         views = ActiveViews(js, replicas)
         await views.start()
         app.state.services = Services(
@@ -54,6 +56,6 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (conversations, items, events, health):
+    for module in (conversations, items, responses, events, health):
         app.include_router(module.router)
     return app

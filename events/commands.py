@@ -44,16 +44,20 @@ async def decide_and_append(
     store: EventStore,
     conversation_id: str,
     decide: Callable[[Head], Awaitable[list[EventBase]]],
+    head_of: Callable[[EventStore, str], Awaitable[Head]] = live_head,
 ) -> tuple[int, list[EventBase]]:
-    """Run `decide` against the live head and append its events; retry on conflict.
+    """Run `decide` against the thread's head and append its events; retry on conflict.
 
     Returns the sequence of the last appended event and the events themselves.
     `decide` may raise to refuse the command; it runs again after a conflict, so
-    it must not have side effects.
+    it must not have side effects. `head_of` reads the head, or raises when the
+    thread cannot take the command (by default: a conversation that is gone).
     """
     for attempt in range(MAX_ATTEMPTS):
-        head = await live_head(store, conversation_id)
+        head = await head_of(store, conversation_id)
         events = await decide(head)
+        if not events:  # nothing to do: already so
+            return head.seq, events
         try:
             return await store.append(events, head.seq, head.hash), events
         except ConcurrencyConflict:

@@ -46,3 +46,23 @@ def new_id(prefix: str) -> str:
 
 def new_item_id(item_type: str) -> str:
     return new_id(ITEM_ID_PREFIXES.get(item_type, "item"))
+
+
+_HEX = 48  # hex digits of a new_id
+
+
+def new_response_id(conversation_id: str | None) -> str:
+    """`resp_` id that names its thread: a response of a conversation carries the
+    conversation's hex, then its own, so any replica finds its events in one lookup;
+    a response without a conversation is a thread of its own."""
+    if conversation_id is None:
+        return new_id("resp")
+    return f"resp_{conversation_id.removeprefix('conv_')}{secrets.token_hex(8)}"
+
+
+def response_thread(response_id: str) -> str:
+    """The thread (log subject key) a response's events are on: see new_response_id."""
+    hex_part = response_id.removeprefix("resp_")
+    if len(hex_part) == _HEX + 16:
+        return f"conv_{hex_part[:_HEX]}"
+    return response_id

@@ -33,6 +33,8 @@ class EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str = Field(default_factory=lambda: new_id("evt"))
+    # The thread the event belongs to (its subject `conv.<id>.<type>`): a conversation,
+    # or, for a response created without one, that response (`resp_...`).
     conversation_id: str
     time: datetime = Field(default_factory=utc_now)
     schema_version: int = SCHEMA_VERSION
@@ -81,13 +83,82 @@ class ConversationPurged(EventBase):
     reason: str | None = None
 
 
+class ResponseEvent(EventBase):
+    """An event of a response's life, on its thread (see events/ids.py new_response_id)."""
+
+    response_id: str
+
+
+class ResponseRequested(ResponseEvent):
+    """Everything needed to make (or redo) the model call, as the client asked for it."""
+
+    type: Literal["ResponseRequested"] = "ResponseRequested"
+    created_at: int
+    model: str
+    instructions: str | None = None
+    input: list[dict[str, Any]]  # normalised items, with ids
+    previous_response_id: str | None = None
+    background: bool = False
+    store: bool = True
+    stream: bool = False
+    metadata: dict[str, str] = {}
+    # Sampling and tool settings, stored as sent: temperature, top_p, max_output_tokens,
+    # tools, tool_choice, parallel_tool_calls, text, truncation, user.
+    params: dict[str, Any] = {}
+    context_seq: int = 0  # the thread's last sequence when the request was accepted
+
+
+class ResponseInProgress(ResponseEvent):
+    """A worker took the response; the context is the thread's log up to `context_seq`."""
+
+    type: Literal["ResponseInProgress"] = "ResponseInProgress"
+    attempt: int
+    worker: str
+    context_seq: int
+
+
+class ResponseCompleted(ResponseEvent):
+    """The model's output. On a conversation, the same batch adds the input and output
+    items to it (ItemAdded with this response's id)."""
+
+    type: Literal["ResponseCompleted"] = "ResponseCompleted"
+    status: Literal["completed", "incomplete"] = "completed"
+    output: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+    completed_at: int
+
+
+class ResponseFailed(ResponseEvent):
+    type: Literal["ResponseFailed"] = "ResponseFailed"
+    error: dict[str, Any]  # OpenAI's ResponseError: {code, message}
+
+
+class ResponseCancelled(ResponseEvent):
+    type: Literal["ResponseCancelled"] = "ResponseCancelled"
+
+
+class ResponseDeleted(ResponseEvent):
+    """The response is no longer served (the conversation's items stay, as OpenAI does)."""
+
+    type: Literal["ResponseDeleted"] = "ResponseDeleted"
+
+
+RESPONSE_TERMINAL = frozenset({"ResponseCompleted", "ResponseFailed", "ResponseCancelled"})
+
 Event = Annotated[
     ConversationCreated
     | ItemAdded
     | MetadataReplaced
     | ItemDeleted
     | ConversationDeleted
-    | ConversationPurged,
+    | ConversationPurged
+    | ResponseRequested
+    | ResponseInProgress
+    | ResponseCompleted
+    | ResponseFailed
+    | ResponseCancelled
+    | ResponseDeleted,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[str, ...] = (
@@ -97,6 +168,12 @@ EVENT_TYPES: tuple[str, ...] = (
     "ItemDeleted",
     "ConversationDeleted",
     "ConversationPurged",
+    "ResponseRequested",
+    "ResponseInProgress",
+    "ResponseCompleted",
+    "ResponseFailed",
+    "ResponseCancelled",
+    "ResponseDeleted",
 )
 _EVENT = TypeAdapter(Event)
 

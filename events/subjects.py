@@ -31,3 +31,15 @@ def conversation_subject(conversation_id: str, event_type: str) -> str:
 
 def conversation_filter(conversation_id: str) -> str:
     return f"conv.{conversation_id}.>"
+
+
+# Streaming events of responses (OpenAI's SSE events, with their sequence_number), one
+# subject per response, kept for a while so any API replica can serve or resume a stream.
+RESPONSE_STREAM_NAME = "CONVSTORE_RESPONSE_STREAMS"
+RESPONSE_STREAM_SUBJECTS = ["rstream.>"]
+REQUESTS_FILTER = "conv.*.response_requested"  # the model workers' queue
+MODEL_WORKERS = "model_workers"  # their shared durable consumer
+
+
+def response_stream_subject(response_id: str) -> str:
+    return f"rstream.{response_id}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from events.schema import (
+    RESPONSE_TERMINAL,
     ConversationCreated,
     ConversationDeleted,
     ConversationPurged,
@@ -20,19 +21,25 @@ from events.schema import (
     ItemAdded,
     ItemDeleted,
     MetadataReplaced,
+    ResponseDeleted,
+    ResponseEvent,
+    ResponseRequested,
     Unrecognized,
 )
+from projections.responses import apply_response
 from projections.views import (
     INDEX_KEY,
     ConversationView,
     IndexEntry,
     IndexView,
     ItemRef,
+    ResponseView,
     conversation_children,
     conversation_key,
     index_entry_key,
     item_key,
     ref_key,
+    thread_responses,
 )
 
 
@@ -64,6 +71,7 @@ class State:
     conversation: ConversationView | None
     index: IndexView
     item: ItemRef | None = None
+    response: ResponseView | None = None
 
 
 def _put_conversation(view: ConversationView) -> Put:
@@ -72,6 +80,8 @@ def _put_conversation(view: ConversationView) -> Put:
 
 def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change]]:
     """Fold one event. Changes are ordered: data first, then the views that commit it."""
+    if isinstance(event, ResponseEvent):
+        return _apply_response_event(state, event)
     conv = state.conversation
     if conv is not None and event.seq <= conv.last_seq:
         if isinstance(event, ConversationCreated) and state.index.count <= conv.position:
@@ -98,6 +108,8 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         ]
         return State(conv, index), changes
     if conv is None:
+        if isinstance(event, ConversationPurged):  # a response's own thread, erased
+            return state, [PurgePrefix(thread_responses(event.conversation_id))]
         return state, []  # an event for a conversation this view never saw created
     if isinstance(event, Unrecognized):
         conv = conv.model_copy(update={"last_seq": event.seq})
@@ -106,6 +118,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         # Erased: no view of it stays behind (only the record in the log).
         changes: list[Change] = [
             PurgePrefix(conversation_children(conv.id)),
+            PurgePrefix(thread_responses(conv.id)),
             Delete(index_entry_key(conv.position)),
             Delete(conversation_key(conv.id)),
         ]
@@ -143,3 +156,22 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
     conv = conv.model_copy(update={"last_seq": event.seq})
     changes.append(_put_conversation(conv))
     return State(conv, state.index, item), changes
+
+
+def _apply_response_event(state: State, event: ResponseEvent) -> tuple[State, list[Change]]:
+    """The response's view, and on a conversation its queue of pending responses."""
+    response, writes = apply_response(state.response, event)
+    changes: list[Change] = [Put(k, v) if v is not None else Delete(k) for k, v in writes]
+    state = replace(state, response=response)
+    conv = state.conversation
+    if conv is None or event.seq <= conv.last_seq:
+        return state, changes
+    pending = conv.pending_responses
+    if isinstance(event, ResponseRequested):
+        if event.response_id not in pending:
+            pending = [*pending, event.response_id]
+    elif event.type in RESPONSE_TERMINAL or isinstance(event, ResponseDeleted):
+        pending = [p for p in pending if p != event.response_id]
+    conv = conv.model_copy(update={"pending_responses": pending, "last_seq": event.seq})
+    changes.append(_put_conversation(conv))
+    return replace(state, conversation=conv), changes

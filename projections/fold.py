@@ -9,7 +9,7 @@ the batch, which readers of the global index wait on). Within a phase, writes ru
 from collections import OrderedDict
 from typing import Any
 
-from events.schema import Event, ItemDeleted, Unrecognized
+from events.schema import Event, ItemDeleted, ResponseEvent, Unrecognized
 from projections.apply import Change, Delete, PurgePrefix, Put, State, apply
 from projections.store import ViewStore
 from projections.views import (
@@ -18,8 +18,10 @@ from projections.views import (
     ConversationView,
     IndexView,
     ItemRef,
+    ResponseView,
     conversation_key,
     ref_key,
+    response_key,
 )
 
 _DELETED = object()
@@ -74,13 +76,17 @@ class Folder:
     async def _state(self, event: Event | Unrecognized, pending: dict[str, Any]) -> State:
         conv = await self._get(conversation_key(event.conversation_id), pending)
         index = await self._get(INDEX_KEY, pending)
-        item = None
+        item = response = None
         if isinstance(event, ItemDeleted):
             item = await self._get(ref_key(event.conversation_id, event.item_id), pending)
+        if isinstance(event, ResponseEvent):
+            key = response_key(event.conversation_id, event.response_id)
+            response = await self._get(key, pending)
         return State(
             ConversationView(**conv) if conv else None,
             IndexView(**index) if index else IndexView(),
             ItemRef(**item) if item else None,
+            ResponseView(**response) if response else None,
         )
 
     @staticmethod
@@ -101,11 +107,18 @@ class Folder:
 
         last = (INDEX_KEY, CHECKPOINT_KEY)
         commits = [k for k in pending if _is_conversation_key(k)]
-        data = [as_change(k) for k in pending if k not in commits and k not in last]
+        responses = [k for k in pending if _is_response_key(k)]
+        data = [
+            as_change(k)
+            for k in pending
+            if k not in commits and k not in last and k not in responses
+        ]
         await self.views.write([*purges, *data])
+        if responses:  # a response commits its input; a conversation commits its responses
+            await self.views.write([as_change(k) for k in responses])
         await self.views.write([as_change(k) for k in commits])
         await self.views.write([as_change(k) for k in last if k in pending])
-        for key in (*commits, INDEX_KEY, CHECKPOINT_KEY):
+        for key in (*responses, *commits, INDEX_KEY, CHECKPOINT_KEY):
             if key not in pending:
                 continue
             self._remember(key, pending[key])
@@ -119,3 +132,7 @@ class Folder:
 
 def _is_conversation_key(key: str) -> bool:
     return key.startswith("conv.") and key.count(".") == 1
+
+
+def _is_response_key(key: str) -> bool:
+    return key.startswith("resp.") and key.count(".") == 2

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from events.ids import response_thread
 from projections.store import ViewStore
 from projections.views import (
     CHECKPOINT_KEY,
@@ -18,10 +19,13 @@ from projections.views import (
     IndexEntry,
     IndexView,
     ItemRef,
+    ResponseView,
     conversation_key,
     index_entry_key,
     item_key,
     ref_key,
+    response_input_key,
+    response_key,
 )
 
 Order = Literal["asc", "desc"]
@@ -62,6 +66,37 @@ class ViewReader:
         )
         assert view is not None
         return view
+
+    async def response(self, response_id: str) -> ResponseView | None:
+        raw = await self.views.get(response_key(response_thread(response_id), response_id))
+        return ResponseView(**raw) if raw else None
+
+    async def response_at(self, response_id: str, min_seq: int) -> ResponseView | None:
+        """The response once the views have applied its thread up to `min_seq` (the
+        thread's head): read-your-writes. The caller checks first that the head is not
+        an erasure or deletion, after which nothing would ever arrive."""
+        thread = response_thread(response_id)
+        if thread != response_id:
+            await self.conversation_at(thread, min_seq)
+            return await self.response(response_id)
+        view: ResponseView | None = await self._wait(
+            lambda: self.response(response_id),
+            lambda v: v is not None and v.last_seq >= min_seq,
+        )
+        return view
+
+    async def response_input(self, response_id: str) -> list[dict[str, Any]]:
+        raw = await self.views.get(response_input_key(response_thread(response_id), response_id))
+        return list(raw["items"]) if raw else []
+
+    async def all_items(self, conv: ConversationView) -> list[dict[str, Any]]:
+        """Every live item of a conversation, oldest first (a model's context)."""
+        keys = [item_key(conv.id, pos) for pos in range(conv.next_item_pos)]
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(keys), 1000):
+            found = await self.views.get_many(keys[start : start + 1000])
+            out.extend(v for v in found if v is not None)
+        return out
 
     async def wait_checkpoint(self, min_seq: int) -> None:
         await self._wait(self.checkpoint, lambda seq: seq >= min_seq)

@@ -1,0 +1,240 @@
+"""`POST /v1/responses` body: validated the way OpenAI validates it.
+
+Unknown fields are ignored, as OpenAI ignores them; the known ones are checked for
+type and range so a bad request is a 400 naming the parameter, never a queued
+response that the worker then cannot run.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from api import validation
+from api.errors import invalid
+from events.items import normalize_item
+
+# Settings kept as sent in the request event and echoed in the Response object.
+PASSTHROUGH = (
+    "temperature",
+    "top_p",
+    "max_output_tokens",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "text",
+    "truncation",
+    "user",
+    "top_logprobs",
+    "max_tool_calls",
+    "reasoning",
+    "prompt_cache_key",
+    "safety_identifier",
+)
+
+
+@dataclass
+class ResponseParams:
+    model: str
+    input: list[dict[str, Any]]
+    instructions: str | None = None
+    conversation_id: str | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    stream: bool = False
+    background: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}.get(
+        type(value), "object" if isinstance(value, dict) else type(value).__name__
+    )
+
+
+def _wrong_type(param: str, expected: str, value: Any) -> Exception:
+    return invalid(
+        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
+        param,
+        "invalid_type",
+    )
+
+
+def _string(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise invalid(
+                f"Missing required parameter: '{key}'.", key, "missing_required_parameter"
+            )
+        return None
+    if not isinstance(value, str):
+        raise _wrong_type(key, "a string", value)
+    return value
+
+
+def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _wrong_type(key, "a boolean", value)
+    return value
+
+
+def _number(body: dict[str, Any], key: str, low: float, high: float | None) -> None:
+    value = body.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong_type(key, "a number", value)
+    if value < low:
+        raise invalid(
+            f"Invalid '{key}': decimal below minimum value. Expected a value >= {low}, "
+            f"but got {value} instead.",
+            key,
+            "decimal_below_min_value",
+        )
+    if high is not None and value > high:
+        raise invalid(
+            f"Invalid '{key}': decimal above maximum value. Expected a value <= {high}, "
+            f"but got {value} instead.",
+            key,
+            "decimal_above_max_value",
+        )
+
+
+def _integer(body: dict[str, Any], key: str, low: int) -> None:
+    value = body.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(key, "an integer", value)
+    if value < low:
+        raise invalid(
+            f"Invalid '{key}': integer below minimum value. Expected a value >= {low}, "
+            f"but got {value} instead.",
+            key,
+            "integer_below_min_value",
+        )
+
+
+def _input(value: Any, created_at: int) -> list[dict[str, Any]]:
+    if value is None:
+        raise invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": value}]
+    elif not isinstance(value, list):
+        raise _wrong_type("input", "a string or an array", value)
+    return [normalize_item(raw, f"input[{i}]", created_at) for i, raw in enumerate(value)]
+
+
+def _conversation(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("id")
+        if not isinstance(value, str):
+            raise invalid(
+                "Missing required parameter: 'conversation.id'.",
+                "conversation.id",
+                "missing_required_parameter",
+            )
+    if not isinstance(value, str):
+        raise _wrong_type("conversation", "a string or an object", value)
+    return validation.conversation_id(value)
+
+
+def _tools(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise _wrong_type("tools", "an array", value)
+    for i, tool in enumerate(value):
+        param = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise _wrong_type(param, "an object", tool)
+        if not isinstance(tool.get("type"), str):
+            raise invalid(
+                f"Missing required parameter: '{param}.type'.",
+                f"{param}.type",
+                "missing_required_parameter",
+            )
+        if tool["type"] == "function":
+            if not isinstance(tool.get("name"), str) or not tool["name"]:
+                raise invalid(
+                    f"Missing required parameter: '{param}.name'.",
+                    f"{param}.name",
+                    "missing_required_parameter",
+                )
+            if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
+                raise _wrong_type(f"{param}.parameters", "an object", tool["parameters"])
+
+
+def _tool_choice(value: Any) -> None:
+    if value is None or value in ("none", "auto", "required"):
+        return
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return
+    raise invalid(
+        f"Invalid value: '{value}'. Supported values are: 'none', 'auto', and 'required', "
+        "or an object naming a tool.",
+        "tool_choice",
+    )
+
+
+def _enum(body: dict[str, Any], key: str, allowed: tuple[str, ...]) -> None:
+    value = body.get(key)
+    if value is not None and value not in allowed:
+        supported = " and ".join(f"'{a}'" for a in allowed)
+        raise invalid(f"Invalid value: '{value}'. Supported values are: {supported}.", key)
+
+
+def _object(body: dict[str, Any], key: str) -> None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise _wrong_type(key, "an object", value)
+
+
+def parse(body: dict[str, Any], created_at: int) -> ResponseParams:
+    """Validate a create-response body; raise the OpenAI 400 for the first problem."""
+    validation.encodable(body)
+    model = _string(body, "model", required=True)
+    assert model is not None
+    conversation_id = _conversation(body.get("conversation"))
+    previous = _string(body, "previous_response_id")
+    if conversation_id and previous:
+        raise invalid(
+            "Mutually exclusive parameters: Ensure you are only providing one of: "
+            "'previous_response_id' or 'conversation'.",
+            None,
+            "mutually_exclusive_parameters",
+        )
+    store = _bool(body, "store", True)
+    background = _bool(body, "background", False)
+    if background and not store:
+        raise invalid("Background mode requires 'store' to be true.", "background")
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    _integer(body, "max_output_tokens", 16)
+    _integer(body, "max_tool_calls", 1)
+    _integer(body, "top_logprobs", 0)
+    _tools(body.get("tools"))
+    _tool_choice(body.get("tool_choice"))
+    _bool(body, "parallel_tool_calls", True)
+    _enum(body, "truncation", ("auto", "disabled"))
+    _object(body, "text")
+    _object(body, "reasoning")
+    for key in ("user", "prompt_cache_key", "safety_identifier"):
+        _string(body, key)
+    return ResponseParams(
+        model=model,
+        input=_input(body.get("input"), created_at),
+        instructions=_string(body, "instructions"),
+        conversation_id=conversation_id,
+        previous_response_id=previous,
+        store=store,
+        stream=_bool(body, "stream", False),
+        background=background,
+        metadata=validation.metadata(body.get("metadata")),
+        params={k: body[k] for k in PASSTHROUGH if body.get(k) is not None},
+    )

@@ -1,0 +1,280 @@
+"""/v1/responses: create (sync, streamed or background), retrieve (or resume its stream),
+delete, cancel, and input_items.
+
+The API only appends facts and reads views: a model worker (workers/) makes the call.
+A create waits for the response's streaming events on NATS, so any replica can answer
+for any worker, and a stream can be resumed on another replica.
+"""
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import StreamingResponse
+
+from api import validation
+from api.errors import APIError, invalid, not_found
+from api.response_params import ResponseParams, parse
+from api.routes.conversations import list_object
+from api.services import Services, Svc, actor, include_param
+from events import commands, response_stream
+from events.ids import new_response_id, response_thread
+from events.schema import Actor, EventBase, ResponseCancelled, ResponseDeleted, ResponseRequested
+from events.store import EventStore, Head
+from events.subjects import is_safe_id
+from projections.responses import apply_response
+from projections.views import ResponseView
+
+router = APIRouter(prefix="/v1/responses", tags=["responses"])
+# What a Response's thread may end with before nothing more can be read of it.
+GONE = frozenset({"ConversationPurged", "ResponseDeleted"})
+
+
+def _missing(response_id: str) -> APIError:
+    return not_found(f"Response with id '{response_id}' not found.")
+
+
+def _thread_of(response_id: str) -> str:
+    if not response_id.startswith("resp_") or not is_safe_id(response_id):
+        raise _missing(response_id)
+    return response_thread(response_id)
+
+
+async def _read(svc: Services, response_id: str) -> tuple[Head, ResponseView]:
+    """The response as of its thread's head (read-your-writes), or 404."""
+    thread = _thread_of(response_id)
+    head = await svc.store.head(thread)
+    if head is None or (head.event_type in GONE and thread == response_id):
+        raise _missing(response_id)
+    if head.event_type == "ConversationPurged":
+        raise _missing(response_id)
+    view = await svc.reader.response_at(response_id, head.seq)
+    if view is None or not view.store:
+        raise _missing(response_id)
+    return head, view
+
+
+def _response_head(response_id: str) -> Any:
+    """`head_of` for commands on a response: its thread's head, or 404 when it is gone."""
+
+    async def head_of(store: EventStore, thread: str) -> Head:
+        head = await store.head(thread)
+        if head is None or head.event_type == "ConversationPurged":
+            raise _missing(response_id)
+        if thread == response_id and head.event_type == "ResponseDeleted":
+            raise _missing(response_id)
+        return head
+
+    return head_of
+
+
+async def _previous(svc: Services, previous_id: str) -> None:
+    """A previous response must exist and have finished with output to continue from."""
+    try:
+        _, view = await _read(svc, previous_id)
+    except APIError:
+        raise invalid(
+            f"Previous response with id '{previous_id}' not found.", "previous_response_id"
+        ) from None
+    if view.status not in ("completed", "incomplete"):
+        raise invalid(
+            f"Previous response with id '{previous_id}' has status '{view.status}'; only a "
+            "completed response can be continued.",
+            "previous_response_id",
+        )
+
+
+async def _request(svc: Services, p: ResponseParams, who: Actor, created_at: int) -> ResponseView:
+    """Append the ResponseRequested event: on the conversation, or on a thread of its own."""
+
+    def event(thread: str, response_id: str, head_seq: int) -> ResponseRequested:
+        return ResponseRequested(
+            conversation_id=thread,
+            response_id=response_id,
+            created_at=created_at,
+            model=p.model,
+            instructions=p.instructions,
+            input=p.input,
+            previous_response_id=p.previous_response_id,
+            background=p.background,
+            store=p.store,
+            stream=p.stream,
+            metadata=p.metadata,
+            params=p.params,
+            context_seq=head_seq,
+            actor=who,
+        )
+
+    if p.conversation_id:
+        response_id = new_response_id(p.conversation_id)
+        requested: list[ResponseRequested] = []
+
+        async def decide(head: Head) -> list[EventBase]:
+            requested[:] = [event(p.conversation_id or "", response_id, head.seq)]
+            return list(requested)
+
+        seq, _ = await commands.decide_and_append(svc.store, p.conversation_id, decide)
+        request = requested[0]
+    else:
+        if p.previous_response_id:
+            await _previous(svc, p.previous_response_id)
+        response_id = new_response_id(None)
+        request = event(response_id, response_id, 0)
+        seq = await svc.store.append([request], expected_last_seq=0)
+    view, _ = apply_response(None, request.model_copy(update={"seq": seq}))
+    assert view is not None
+    return view
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+async def _relay(
+    svc: Services, response_id: str, starting_after: int | None
+) -> AsyncIterator[bytes]:
+    async for event in response_stream.follow(svc.js, response_id, starting_after):
+        yield _sse(event)
+
+
+def _streaming(svc: Services, response_id: str, starting_after: int | None) -> StreamingResponse:
+    return StreamingResponse(
+        _relay(svc, response_id, starting_after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("", response_model=None)
+async def create_response(
+    svc: Svc, request: Request, body: Annotated[dict[str, Any] | None, Body()] = None
+) -> StreamingResponse | dict[str, Any]:
+    created_at = int(time.time())
+    p = parse(body or {}, created_at)
+    view = await _request(svc, p, actor(request), created_at)
+    if p.stream:
+        return _streaming(svc, view.id, None)
+    if p.background:
+        return view.public()
+    async for event in response_stream.follow(svc.js, view.id):
+        if event["type"] in response_stream.TERMINAL_TYPES and "response" in event:
+            return dict(event["response"])
+    _, view = await _read(svc, view.id)
+    return view.public()
+
+
+@router.get("/{response_id}", response_model=None)
+async def retrieve_response(
+    svc: Svc,
+    response_id: str,
+    request: Request,
+    stream: bool = False,
+    starting_after: int | None = Query(None, ge=0),
+) -> StreamingResponse | dict[str, Any]:
+    validation.include(include_param(request))
+    _, view = await _read(svc, response_id)
+    if stream:
+        if view.terminal and await response_stream.last_event(svc.js, view.id) is None:
+            # Its streaming events have expired: what is left to say is how it ended.
+            ending = {"type": f"response.{view.status}", "sequence_number": 0}
+            return _one_event({**ending, "response": view.public()}, starting_after)
+        return _streaming(svc, view.id, starting_after)
+    return view.public()
+
+
+def _one_event(event: dict[str, Any], starting_after: int | None) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        if starting_after is None or event["sequence_number"] > starting_after:
+            yield _sse(event)
+
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
+@router.delete("/{response_id}")
+async def delete_response(svc: Svc, response_id: str, request: Request) -> dict[str, Any]:
+    thread = _thread_of(response_id)
+    await _read(svc, response_id)
+    who = actor(request)
+
+    async def decide(head: Head) -> list[EventBase]:
+        view = await svc.reader.response_at(response_id, head.seq)
+        if view is None:
+            raise _missing(response_id)
+        return [ResponseDeleted(conversation_id=thread, response_id=response_id, actor=who)]
+
+    await commands.decide_and_append(svc.store, thread, decide, _response_head(response_id))
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+@router.post("/{response_id}/cancel")
+async def cancel_response(svc: Svc, response_id: str, request: Request) -> dict[str, Any]:
+    """Cancel a background response. A queued one ends here; one in progress ends when its
+    worker sees the event (its upstream call is stopped at once)."""
+    thread = _thread_of(response_id)
+    await _read(svc, response_id)
+    who = actor(request)
+    seen: list[ResponseView] = []
+
+    async def decide(head: Head) -> list[EventBase]:
+        view = await svc.reader.response_at(response_id, head.seq)
+        if view is None or not view.store:
+            raise _missing(response_id)
+        if not view.background:
+            raise invalid("Cannot cancel a synchronous response.", None)
+        seen[:] = [view]
+        if view.status == "cancelled":
+            return []
+        if view.terminal:
+            raise invalid(f"Cannot cancel a response with status '{view.status}'.", None)
+        return [ResponseCancelled(conversation_id=thread, response_id=response_id, actor=who)]
+
+    view = await _cancel(svc, thread, response_id, decide)
+    if seen and seen[0].status == "queued":
+        # No worker holds it, so no worker will end its stream: say it here.
+        last = await response_stream.last_event(svc.js, response_id)
+        writer = response_stream.StreamWriter(
+            svc.nc, svc.js, response_id, (last or {}).get("sequence_number", -1) + 1
+        )
+        await writer.emit("response.cancelled", response=view.public())
+    return view.public()
+
+
+async def _cancel(svc: Services, thread: str, response_id: str, decide: Any) -> ResponseView:
+    head_of = _response_head(response_id)
+    head = await head_of(svc.store, thread)
+    view = await svc.reader.response_at(response_id, head.seq)
+    if view is not None and view.status == "cancelled":
+        await decide(head)  # same checks, nothing to write
+        return view
+    seq, _ = await commands.decide_and_append(svc.store, thread, decide, head_of)
+    view = await svc.reader.response_at(response_id, seq)
+    if view is None:
+        raise _missing(response_id)
+    return view
+
+
+@router.get("/{response_id}/input_items")
+async def list_input_items(
+    svc: Svc,
+    response_id: str,
+    request: Request,
+    after: str | None = None,
+    limit: int | None = Query(None),
+    order: str | None = None,
+) -> dict[str, Any]:
+    limit_, order_ = validation.page(limit, order)
+    after = validation.cursor(after)
+    validation.include(include_param(request))
+    _, view = await _read(svc, response_id)
+    items = await svc.reader.response_input(view.id)
+    if order_ == "desc":
+        items.reverse()
+    if after is not None:
+        ids = [i.get("id") for i in items]
+        if after not in ids:
+            raise invalid(f"Invalid 'after': no input item with id '{after}'.", "after")
+        items = items[ids.index(after) + 1 :]
+    return list_object(items[:limit_], len(items) > limit_)

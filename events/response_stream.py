@@ -1,0 +1,117 @@
+"""A response's streaming events (OpenAI's SSE events) on NATS, for any replica to serve.
+
+The model worker writes each event, numbered by `sequence_number`, to the subject
+`rstream.<response_id>` of a stream of its own; an API replica follows that subject
+with an ordered consumer, from the start, so a late or resumed client
+(`starting_after`) gets every event it missed. The facts (request, output, terminal
+status) are in the event log; this stream is the delta-by-delta presentation of them
+and expires after `max_age`.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from events.subjects import (
+    RESPONSE_STREAM_NAME,
+    RESPONSE_STREAM_SUBJECTS,
+    response_stream_subject,
+)
+
+TERMINAL_TYPES = frozenset(
+    {
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+        "response.cancelled",
+        "error",
+    }
+)
+DEFAULT_MAX_AGE = 24 * 3600.0
+
+
+async def ensure_response_stream(
+    js: JetStreamContext, replicas: int = 1, max_age: float = DEFAULT_MAX_AGE
+) -> None:
+    config = StreamConfig(
+        name=RESPONSE_STREAM_NAME,
+        subjects=RESPONSE_STREAM_SUBJECTS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_age=max_age,
+        allow_direct=True,
+    )
+    try:
+        await js.stream_info(RESPONSE_STREAM_NAME)
+    except NotFoundError:
+        await js.add_stream(config)
+    else:
+        await js.update_stream(config)
+
+
+async def last_event(js: JetStreamContext, response_id: str) -> dict[str, Any] | None:
+    """The newest streaming event of a response, or None when none was written (or kept)."""
+    try:
+        msg = await js.get_last_msg(
+            RESPONSE_STREAM_NAME, response_stream_subject(response_id), direct=True
+        )
+    except NotFoundError:
+        return None
+    return json.loads(msg.data or b"{}")  # type: ignore[no-any-return]
+
+
+class StreamWriter:
+    """Numbers and publishes one response's streaming events, in order.
+
+    Deltas go out without waiting for JetStream's ack (one connection keeps them in
+    order); the terminal event waits for its ack, which covers everything before it.
+    """
+
+    def __init__(self, nc: NATS, js: JetStreamContext, response_id: str, next_seq: int) -> None:
+        self.nc = nc
+        self.js = js
+        self.subject = response_stream_subject(response_id)
+        self.next_seq = next_seq
+        self.emitted: list[str] = []
+
+    async def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": type, "sequence_number": self.next_seq, **fields}
+        self.next_seq += 1
+        self.emitted.append(type)
+        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        if type in TERMINAL_TYPES:
+            await self.js.publish(self.subject, data, stream=RESPONSE_STREAM_NAME)
+        else:
+            await self.nc.publish(self.subject, data)
+        return event
+
+
+async def follow(
+    js: JetStreamContext, response_id: str, starting_after: int | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """A response's streaming events from the first (or after `starting_after`) until its
+    terminal event; waits for events not written yet."""
+    sub = await js.subscribe(
+        response_stream_subject(response_id),
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        stream=RESPONSE_STREAM_NAME,
+    )
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=None)
+            except TimeoutError:  # pragma: no cover - timeout=None waits
+                continue
+            event = json.loads(msg.data)
+            if starting_after is None or event.get("sequence_number", 0) > starting_after:
+                yield event
+            if event.get("type") in TERMINAL_TYPES:
+                return
+    finally:
+        await sub.unsubscribe()
