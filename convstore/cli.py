@@ -1,4 +1,4 @@
-"""`convstore` command: serve (everything), api, projector, rebuild; and the audit commands
+"""`convstore` command: serve (everything), api, projector, worker, rebuild; and the audit commands
 (history, tail, export, verify) from convstore/audit.py."""
 
 import argparse
@@ -19,6 +19,8 @@ from convstore.maintenance import run_purge, run_rebuild
 from convstore.settings import Settings
 from events.asyncapi import asyncapi_json
 from projections.worker import run_projector
+from workers.providers.registry import Registry, load_map
+from workers.runner import run_model_worker
 
 log = logging.getLogger("convstore")
 
@@ -44,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     add("serve", "run NATS (embedded unless --nats-url), the projector and the API", True, False)
     add("api", "run the HTTP API against an external NATS", True, True)
     add("projector", "run the projection worker against an external NATS", False, True)
+    add("worker", "run a model worker (responses) against an external NATS", False, True)
     add(
         "rebuild",
         "rebuild all views from the log beside the live ones, then switch (no downtime)",
@@ -98,6 +101,18 @@ async def _serve_http(settings: Settings, urls: list[str], stop: asyncio.Event) 
     stop.set()
 
 
+async def _model_worker(settings: Settings, urls: list[str], stop: asyncio.Event) -> None:
+    registry = Registry(load_map(settings.models), timeout=settings.upstream_timeout)
+    await run_model_worker(
+        urls,
+        stop,
+        replicas=settings.replicas,
+        registry=registry,
+        concurrency=settings.worker_concurrency,
+        read_wait_timeout=settings.read_wait_timeout,
+    )
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     embedded = None
     urls = settings.nats_urls
@@ -106,8 +121,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         urls = [embedded.start()]
     try:
         projector = asyncio.create_task(run_projector(urls, stop, replicas=settings.replicas))
+        worker = asyncio.create_task(_model_worker(settings, urls, stop))
         await _serve_http(settings, urls, stop)  # drains in-flight requests first
         await projector
+        await worker
     finally:
         if embedded:
             embedded.stop()
@@ -130,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         "serve": lambda stop: serve(settings, stop),
         "api": lambda stop: _serve_http(settings, settings.nats_urls, stop),
         "projector": lambda stop: run_projector(settings.nats_urls, stop, settings.replicas),
+        "worker": lambda stop: _model_worker(settings, settings.nats_urls, stop),
         "rebuild": lambda _: run_rebuild(settings),
     }
     if args.command == "purge":

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     request_timeout: float = 5.0
     ready_max_lag: int = 1000
     log_level: str = "info"
+    # Model map (JSON, or a JSON file's path): see workers/providers/registry.py. Empty:
+    # every model is answered by the built-in `echo` test provider.
+    models: str = ""
+    worker_concurrency: int = 16  # responses one model worker process runs at a time
+    upstream_timeout: float = 120.0
 
     @property
     def nats_urls(self) -> list[str]:

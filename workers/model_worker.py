@@ -1,0 +1,342 @@
+"""The model worker: takes response requests from a shared durable pull consumer, calls
+the model, streams its deltas over NATS and appends the outcome to the log.
+
+Exactly once, with any number of workers, by deciding everything on the log:
+- a worker claims a response by appending ResponseInProgress (attempt n) with optimistic
+  concurrency on the thread, so two workers cannot both claim it, and a conversation's
+  responses are claimed only in order (the oldest pending one first);
+- the outcome (output items, and on a conversation the input and output items, plus the
+  terminal event) is one atomic append, made only while the response is still this
+  attempt's and not cancelled;
+- a redelivery of a claimed response means its worker stopped (the delivery was not kept
+  alive): it is retried if nothing of its output was streamed yet, failed otherwise, so a
+  client never sees output twice.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from events import response_stream
+from events.schema import (
+    EventBase,
+    ItemAdded,
+    ResponseCompleted,
+    ResponseFailed,
+    ResponseInProgress,
+    ResponseRequested,
+    decode,
+)
+from events.store import ConcurrencyConflict, EventStore, Head
+from events.subjects import conversation_subject
+from projections.reader import ViewReader
+from projections.views import ResponseView
+from workers.context import ContextError, build_context
+from workers.output import OutputBuilder
+from workers.providers.base import ModelCall, ProviderError
+from workers.providers.registry import Registry
+
+log = logging.getLogger("convstore.worker")
+
+ACK_WAIT = 30.0  # a delivery not kept alive this long goes to another worker
+HEARTBEAT = 5.0
+WAIT_TURN = 0.2  # redelivery delay while an older response of the conversation runs
+RETRIES = 3  # upstream attempts per response (retryable errors, nothing streamed yet)
+STARTED = frozenset({"response.created", "response.in_progress"})
+
+
+@dataclass
+class Claim:
+    view: ResponseView
+    attempt: int
+    context: list[dict[str, Any]]
+    next_seq: int  # next streaming sequence_number
+
+
+class Done(Exception):
+    """Nothing (more) to do for this delivery: ack it."""
+
+
+class NotYet(Exception):
+    """An older response of the conversation is still pending: redeliver later."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ModelWorker:
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        store: EventStore,
+        reader: ViewReader,
+        registry: Registry,
+        name: str | None = None,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.store = store
+        self.reader = reader
+        self.registry = registry
+        self.name = name or worker_name()
+
+    async def handle(self, msg: Msg) -> None:
+        """One delivery of a ResponseRequested event."""
+        request = decode(msg.data, msg.metadata.sequence.stream)
+        if not isinstance(request, ResponseRequested):
+            await msg.ack()
+            return
+        heartbeat = asyncio.create_task(_keep_alive(msg))
+        try:
+            await self._handle(request)
+        except NotYet:
+            await msg.nak(delay=WAIT_TURN)
+            return
+        except Done:
+            pass
+        finally:
+            heartbeat.cancel()
+        await msg.ack()
+
+    async def _handle(self, request: ResponseRequested) -> None:
+        cancelled = asyncio.Event()
+        subject = conversation_subject(request.conversation_id, "ResponseCancelled")
+
+        async def on_cancel(m: Msg) -> None:
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(m.data).get("response_id") == request.response_id:
+                    cancelled.set()
+
+        # Subscribed before the claim: a cancel appended after it is always seen.
+        sub = await self.nc.subscribe(subject, cb=on_cancel)
+        try:
+            claim = await self._claim(request)
+            await self._run(request, claim, cancelled)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _state(self, request: ResponseRequested) -> tuple[Head, ResponseView]:
+        """The thread's head and the response as of it; Done when there is nothing to do."""
+        head = await self.store.head(request.conversation_id)
+        if head is None or head.event_type == "ConversationPurged":
+            raise Done
+        if head.event_type == "ResponseDeleted" and request.conversation_id == request.response_id:
+            raise Done
+        view = await self.reader.response_at(request.response_id, head.seq)
+        if view is None or view.terminal:
+            raise Done
+        return head, view
+
+    async def _claim(self, request: ResponseRequested) -> Claim:
+        while True:
+            head, view = await self._state(request)
+            last = await response_stream.last_event(self.js, view.id)
+            next_seq = (last or {}).get("sequence_number", -1) + 1
+            if view.conversation_id:
+                conv = await self.reader.conversation(view.conversation_id)
+                if conv is None or conv.deleted:
+                    await self._fail(
+                        request, "conversation_deleted", "The conversation was deleted.", next_seq
+                    )
+                    raise Done
+                if conv.pending_responses and conv.pending_responses[0] != view.id:
+                    raise NotYet
+            if view.status == "in_progress" and last and last.get("type") not in STARTED:
+                # Its worker stopped after streaming part of the output: retrying would
+                # show the client a second, different output.
+                await self._fail(
+                    request,
+                    "server_error",
+                    "The worker generating this response stopped after part of the output "
+                    "was streamed; the response was not retried.",
+                    next_seq,
+                )
+                raise Done
+            try:
+                context = await build_context(self.reader, self.store, view, request.input)
+            except ContextError as exc:
+                await self._fail(request, "invalid_prompt", str(exc), next_seq)
+                raise Done from None
+            claim = ResponseInProgress(
+                conversation_id=request.conversation_id,
+                response_id=view.id,
+                attempt=view.attempt + 1,
+                worker=self.name,
+                context_seq=head.seq,
+                actor={"id": self.name, "kind": "worker"},
+            )
+            try:
+                await self.store.append([claim], head.seq, head.hash)
+            except ConcurrencyConflict:
+                continue  # the thread moved (a cancel, another claim, new items): decide again
+            return Claim(view, claim.attempt, context, next_seq)
+
+    async def _run(
+        self, request: ResponseRequested, claim: Claim, cancelled: asyncio.Event
+    ) -> None:
+        writer = response_stream.StreamWriter(self.nc, self.js, claim.view.id, claim.next_seq)
+        running = claim.view.model_copy(update={"status": "in_progress"}).public()
+        if claim.next_seq == 0:
+            await writer.emit("response.created", response=running)
+            await writer.emit("response.in_progress", response=running)
+        builder = OutputBuilder(writer)
+        call = asyncio.create_task(self._call_model(request, claim, builder))
+        watch = asyncio.create_task(self._confirmed_cancel(request, cancelled))
+        await asyncio.wait([call, watch], return_when=asyncio.FIRST_COMPLETED)
+        watch.cancel()
+        with contextlib.suppress(BaseException):
+            await watch
+        if not call.done():  # cancelled: stop the upstream call now
+            call.cancel()
+            with contextlib.suppress(BaseException):
+                await call
+            await self._finish_cancelled(request, writer)
+            return
+        error = call.exception()
+        if isinstance(error, ProviderError):
+            await self._fail(request, error.code, error.message, writer.next_seq, claim.attempt)
+            return
+        if error is not None:
+            log.error("response %s: %r", claim.view.id, error)
+            await self._fail(
+                request,
+                "server_error",
+                "The model call failed.",
+                writer.next_seq,
+                claim.attempt,
+            )
+            return
+        await self._complete(request, claim, builder)
+
+    async def _confirmed_cancel(self, request: ResponseRequested, signal: asyncio.Event) -> None:
+        """Returns once the log says the response is cancelled. A message on the cancel
+        subject is only a hint: a publish that JetStream rejected reaches subscribers too."""
+        while True:
+            await signal.wait()
+            signal.clear()
+            for _ in range(20):
+                try:
+                    await self._state(request)  # Done once cancelled (or deleted, erased)
+                except Done:
+                    return
+                await asyncio.sleep(0.05)
+
+    async def _call_model(
+        self, request: ResponseRequested, claim: Claim, builder: OutputBuilder
+    ) -> None:
+        route = self.registry.route(request.model)
+        call = ModelCall(route.upstream_model, request.instructions, claim.context, request.params)
+        delay = 0.5
+        for attempt in range(1, RETRIES + 1):
+            try:
+                async for chunk in route.provider.stream(call):
+                    await builder.add(chunk)
+                return
+            except ProviderError as exc:
+                if not exc.retryable or builder.started or attempt == RETRIES:
+                    raise
+                await asyncio.sleep(min(exc.retry_after or delay, 10.0))
+                delay *= 2
+
+    async def _complete(
+        self, request: ResponseRequested, claim: Claim, builder: OutputBuilder
+    ) -> None:
+        incomplete = builder.finish == "length"
+        output = await builder.close("incomplete" if incomplete else "completed")
+        usage = None
+        if builder.usage is not None:
+            u = builder.usage
+            usage = {
+                "input_tokens": u.input_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": u.output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": u.input_tokens + u.output_tokens,
+            }
+        thread, rid = request.conversation_id, request.response_id
+        done = ResponseCompleted(
+            conversation_id=thread,
+            response_id=rid,
+            status="incomplete" if incomplete else "completed",
+            output=output,
+            usage=usage,
+            incomplete_details={"reason": "max_output_tokens"} if incomplete else None,
+            completed_at=int(time.time()),
+            actor={"id": self.name, "kind": "worker"},
+        )
+        events: list[EventBase] = []
+        if thread != rid:  # on a conversation: its input and output become its items
+            events = [
+                ItemAdded(conversation_id=thread, item=item, response_id=rid, actor=done.actor)
+                for item in [*request.input, *output]
+            ]
+        view = await self._finish(request, claim.attempt, [*events, done])
+        if view is not None:
+            kind = "response.incomplete" if incomplete else "response.completed"
+            await builder.writer.emit(kind, response=view.public())
+
+    async def _finish(
+        self, request: ResponseRequested, attempt: int | None, events: list[EventBase]
+    ) -> ResponseView | None:
+        """Append the outcome if the response is still ours; the view after it, or None."""
+        while True:
+            try:
+                head, view = await self._state(request)
+            except Done:
+                return None
+            if attempt is not None and (view.status != "in_progress" or view.attempt != attempt):
+                return None  # cancelled, or taken over after we stalled
+            try:
+                seq = await self.store.append(events, head.seq, head.hash)
+            except ConcurrencyConflict:
+                continue
+            return await self.reader.response_at(request.response_id, seq)
+
+    async def _fail(
+        self,
+        request: ResponseRequested,
+        code: str,
+        message: str,
+        next_seq: int,
+        attempt: int | None = None,
+    ) -> None:
+        failed = ResponseFailed(
+            conversation_id=request.conversation_id,
+            response_id=request.response_id,
+            error={"code": code, "message": message},
+            actor={"id": self.name, "kind": "worker"},
+        )
+        view = await self._finish(request, attempt, [failed])
+        if view is not None:
+            writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq)
+            await writer.emit("response.failed", response=view.public())
+
+    async def _finish_cancelled(
+        self, request: ResponseRequested, writer: response_stream.StreamWriter
+    ) -> None:
+        head = await self.store.head(request.conversation_id)
+        view = await self.reader.response_at(request.response_id, head.seq if head else 0)
+        if view is not None and view.status == "cancelled":
+            await writer.emit("response.cancelled", response=view.public())
+
+
+async def _keep_alive(msg: Msg) -> None:
+    """Tell JetStream the delivery is being worked on, so it is not given to another worker
+    while this one is alive; when this process dies, the delivery returns after ACK_WAIT."""
+    while True:
+        await asyncio.sleep(HEARTBEAT)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()

@@ -1,0 +1,1 @@
+"""Model providers: what the model worker calls. One interface, streamed chunks."""

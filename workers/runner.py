@@ -1,0 +1,86 @@
+"""Runs model workers: a FastStream subscriber on the shared durable pull consumer.
+
+Any number of processes share the consumer `model_workers`; each handles up to
+`concurrency` responses at a time. A delivery is kept alive while its response runs
+and acked only when the outcome is in the log (or there is nothing to do).
+"""
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated
+
+from faststream import AckPolicy, Context
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.message import NatsMessage
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from events.connection import connect
+from events.response_stream import ensure_response_stream
+from events.store import EventStore, ensure_stream
+from events.subjects import MODEL_WORKERS, REQUESTS_FILTER, STREAM_NAME
+from projections.active import ActiveViews
+from projections.reader import ViewReader
+from projections.worker import close_quietly
+from workers.model_worker import ACK_WAIT, ModelWorker
+from workers.providers.registry import Registry
+
+log = logging.getLogger("convstore.worker")
+
+
+def register_worker(broker: NatsBroker, worker: ModelWorker, concurrency: int) -> None:
+    subscriber = broker.subscriber(
+        REQUESTS_FILTER,
+        stream=JStream(name=STREAM_NAME, declare=False),
+        durable=MODEL_WORKERS,
+        pull_sub=PullSub(batch_size=1, timeout=5.0),
+        max_workers=concurrency,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ACK_WAIT,
+            max_ack_pending=10_000,
+        ),
+        ack_policy=AckPolicy.MANUAL,
+    )
+
+    @subscriber
+    async def on_request(_: bytes, msg: Annotated[NatsMessage, Context("message")]) -> None:
+        try:
+            await worker.handle(msg.raw_message)
+        except Exception:
+            # NATS away or a bug: the delivery is not acked and comes back after ACK_WAIT.
+            log.exception("response request at seq %s", msg.raw_message.metadata.sequence.stream)
+
+
+async def run_model_worker(
+    nats_urls: list[str],
+    stop: asyncio.Event,
+    *,
+    replicas: int = 1,
+    registry: Registry | None = None,
+    concurrency: int = 16,
+    read_wait_timeout: float = 5.0,
+) -> None:
+    nc = await connect(nats_urls, "convstore-worker")
+    js = nc.jetstream()
+    await ensure_stream(js, replicas=replicas)
+    await ensure_response_stream(js, replicas=replicas)
+    views = ActiveViews(js, replicas)
+    await views.start()
+    worker = ModelWorker(
+        nc, js, EventStore(nc, js), ViewReader(views, read_wait_timeout), registry or Registry({})
+    )
+    broker = NatsBroker(
+        nats_urls, max_reconnect_attempts=-1, reconnect_time_wait=0.5, log_level=logging.DEBUG
+    )
+    register_worker(broker, worker, concurrency)
+    await broker.start()
+    log.info("model worker %s taking responses (%d at a time)", worker.name, concurrency)
+    try:
+        await stop.wait()
+    finally:
+        await close_quietly(broker.stop(), timeout=10.0)
+        await views.stop()
+        with contextlib.suppress(Exception):
+            await close_quietly(nc.drain())
+        await close_quietly(nc.close())
