@@ -110,6 +110,7 @@ async def _model_worker(settings: Settings, urls: list[str], stop: asyncio.Event
         registry=registry,
         concurrency=settings.worker_concurrency,
         read_wait_timeout=settings.read_wait_timeout,
+        ack_wait=settings.worker_ack_wait,
     )
 
 

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     models: str = ""
     worker_concurrency: int = 16  # responses one model worker process runs at a time
     upstream_timeout: float = 120.0
+    # Seconds before a response whose worker went silent goes to another worker (set when
+    # the shared consumer is first created).
+    worker_ack_wait: float = 30.0
 
     @property
     def nats_urls(self) -> list[str]:

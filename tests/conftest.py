@@ -9,7 +9,8 @@ from openai import AsyncOpenAI, OpenAI
 
 from events.connection import connect
 from events.store import EventStore, ensure_stream
-from tests.servers import Service, api_process, nats_server
+from tests.fake_upstream import fake_upstream
+from tests.servers import Service, api_process, model_map, nats_server
 
 
 @pytest.fixture(scope="session")
@@ -19,19 +20,34 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def api_urls(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """Two stateless API replicas and one projector, as separate processes."""
+def upstream_url() -> Iterator[str]:
+    """A fake OpenAI-compatible model server (tests/fake_upstream.py)."""
+    with fake_upstream() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def api_urls(
+    nats_url: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    """Two stateless API replicas, one projector and two model workers, as processes.
+
+    Models named `fake-*` go to the fake upstream, every other model to `echo`."""
     logs: Path = tmp_path_factory.mktemp("logs")
     projector = Service(["projector", "--nats-url", nats_url], logs / "projector.log").start()
+    env = {"CONVSTORE_MODELS": model_map(upstream_url)}
+    workers = [
+        Service(["worker", "--nats-url", nats_url], logs / f"worker{i}.log", env).start()
+        for i in range(2)
+    ]
     apis = [api_process(nats_url, logs / f"api{i}.log") for i in range(2)]
     try:
         for service, url in apis:
             service.wait_http(url, "/readyz")
         yield [url for _, url in apis]
     finally:
-        for service, _ in apis:
+        for service in [*(s for s, _ in apis), *workers, projector]:
             service.stop()
-        projector.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 convstore processes started the way an operator starts them."""
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -97,3 +98,8 @@ def api_process(nats_url: str, log: Path) -> tuple[Service, str]:
     port = free_port()
     service = Service(["api", "--nats-url", nats_url, "--port", str(port)], log).start()
     return service, f"http://127.0.0.1:{port}"
+
+
+def model_map(upstream_url: str) -> str:
+    """CONVSTORE_MODELS for tests: `fake-*` to the fake upstream, the rest to echo."""
+    return json.dumps({"fake-*": {"base_url": upstream_url}, "*": {"provider": "echo"}})

@@ -49,7 +49,6 @@ from workers.providers.registry import Registry
 log = logging.getLogger("convstore.worker")
 
 ACK_WAIT = 30.0  # a delivery not kept alive this long goes to another worker
-HEARTBEAT = 5.0
 WAIT_TURN = 0.2  # redelivery delay while an older response of the conversation runs
 RETRIES = 3  # upstream attempts per response (retryable errors, nothing streamed yet)
 STARTED = frozenset({"response.created", "response.in_progress"})
@@ -84,6 +83,7 @@ class ModelWorker:
         reader: ViewReader,
         registry: Registry,
         name: str | None = None,
+        ack_wait: float = ACK_WAIT,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -91,6 +91,7 @@ class ModelWorker:
         self.reader = reader
         self.registry = registry
         self.name = name or worker_name()
+        self.ack_wait = ack_wait
 
     async def handle(self, msg: Msg) -> None:
         """One delivery of a ResponseRequested event."""
@@ -98,7 +99,7 @@ class ModelWorker:
         if not isinstance(request, ResponseRequested):
             await msg.ack()
             return
-        heartbeat = asyncio.create_task(_keep_alive(msg))
+        heartbeat = asyncio.create_task(_keep_alive(msg, self.ack_wait / 4))
         try:
             await self._handle(request)
         except NotYet:
@@ -333,10 +334,10 @@ class ModelWorker:
             await writer.emit("response.cancelled", response=view.public())
 
 
-async def _keep_alive(msg: Msg) -> None:
+async def _keep_alive(msg: Msg, every: float) -> None:
     """Tell JetStream the delivery is being worked on, so it is not given to another worker
-    while this one is alive; when this process dies, the delivery returns after ACK_WAIT."""
+    while this one is alive; when this process dies, the delivery returns after ack_wait."""
     while True:
-        await asyncio.sleep(HEARTBEAT)
+        await asyncio.sleep(every)
         with contextlib.suppress(Exception):
             await msg.in_progress()

@@ -22,7 +22,7 @@ from events.subjects import MODEL_WORKERS, REQUESTS_FILTER, STREAM_NAME
 from projections.active import ActiveViews
 from projections.reader import ViewReader
 from projections.worker import close_quietly
-from workers.model_worker import ACK_WAIT, ModelWorker
+from workers.model_worker import ModelWorker
 from workers.providers.registry import Registry
 
 log = logging.getLogger("convstore.worker")
@@ -37,7 +37,7 @@ def register_worker(broker: NatsBroker, worker: ModelWorker, concurrency: int) -
         max_workers=concurrency,
         config=ConsumerConfig(
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ACK_WAIT,
+            ack_wait=worker.ack_wait,
             max_ack_pending=10_000,
         ),
         ack_policy=AckPolicy.MANUAL,
@@ -60,6 +60,7 @@ async def run_model_worker(
     registry: Registry | None = None,
     concurrency: int = 16,
     read_wait_timeout: float = 5.0,
+    ack_wait: float = 30.0,
 ) -> None:
     nc = await connect(nats_urls, "convstore-worker")
     js = nc.jetstream()
@@ -67,8 +68,9 @@ async def run_model_worker(
     await ensure_response_stream(js, replicas=replicas)
     views = ActiveViews(js, replicas)
     await views.start()
+    reader = ViewReader(views, read_wait_timeout)
     worker = ModelWorker(
-        nc, js, EventStore(nc, js), ViewReader(views, read_wait_timeout), registry or Registry({})
+        nc, js, EventStore(nc, js), reader, registry or Registry({}), ack_wait=ack_wait
     )
     broker = NatsBroker(
         nats_urls, max_reconnect_attempts=-1, reconnect_time_wait=0.5, log_level=logging.DEBUG
