@@ -89,6 +89,7 @@ def conv_dict(
         "last_seq": last_seq,
         "next_item_pos": next_item_pos,
         "position": position,
+        "pending_responses": [],
     }
 
 

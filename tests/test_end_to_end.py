@@ -215,3 +215,34 @@ def test_embedded_nats_stops_when_serve_is_killed(serve, tmp_path):
     while nats_alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not nats_alive(), "the embedded nats-server outlived convstore serve"
+
+
+def test_serve_answers_responses_offline_with_echo(serve):
+    """The issue's flow against `convstore serve` with no model configured (echo)."""
+    start, running = serve
+    client = OpenAI(base_url=f"{start()}/v1", api_key="x", max_retries=0, timeout=30)
+    conv = client.conversations.create()
+    r1 = client.responses.create(model="gpt-4o-mini", conversation=conv.id, input="Hi, I am Ada.")
+    r2 = client.responses.create(
+        model="gpt-4o-mini", conversation=conv.id, input="What is my name?"
+    )
+    assert r1.output_text == "echo: Hi, I am Ada. (context: 1 messages)"
+    assert r2.output_text == "echo: What is my name? (context: 3 messages)"
+    assert len(client.conversations.items.list(conv.id).data) == 4
+    events = list(
+        client.responses.create(model="m", conversation=conv.id, input="Stream it", stream=True)
+    )
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "echo: Stream it (context: 5 messages)"
+    bg = client.responses.create(model="m", input="long job", background=True)
+    assert bg.status == "queued"
+    r3 = client.responses.create(model="m", input="and then?", previous_response_id=r1.id)
+    assert r3.output_text == "echo: and then? (context: 3 messages)"
+    running[-1].stop()
+    client = OpenAI(base_url=f"{start()}/v1", api_key="x", max_retries=0, timeout=30)
+    # After a restart everything is still there, and the background job has finished.
+    deadline = time.monotonic() + 20
+    while client.responses.retrieve(bg.id).status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.responses.retrieve(bg.id).output_text == "echo: long job (context: 1 messages)"
+    assert client.responses.retrieve(r2.id).output_text == r2.output_text

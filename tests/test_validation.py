@@ -641,7 +641,7 @@ def test_deleted_item_is_404(
     [
         ("GET", "/v1/nope"),
         ("GET", "/nope"),
-        ("POST", "/v1/responses"),
+        ("POST", "/v1/chat/completions"),
         ("GET", "/v1/conversations/conv_x/things"),
         ("GET", "/v1/conversations/conv_x/items/msg_x/extra"),
         ("GET", "/v2/conversations"),

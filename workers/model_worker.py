@@ -129,21 +129,38 @@ class ModelWorker:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _state(self, request: ResponseRequested) -> tuple[Head, ResponseView]:
-        """The thread's head and the response as of it; Done when there is nothing to do."""
+    async def _state(
+        self, request: ResponseRequested, repair: bool = False
+    ) -> tuple[Head, ResponseView]:
+        """The thread's head and the response as of it; Done when there is nothing to do.
+
+        With `repair`, a finished response whose stream lacks its final event (its writer
+        died between the append and the publish) gets it now, so no client waits forever."""
         head = await self.store.head(request.conversation_id)
         if head is None or head.event_type == "ConversationPurged":
             raise Done
         if head.event_type == "ResponseDeleted" and request.conversation_id == request.response_id:
             raise Done
         view = await self.reader.response_at(request.response_id, head.seq)
-        if view is None or view.terminal:
+        if view is None:
+            raise Done
+        if view.terminal:
+            if repair:
+                await self._end_stream(view)
             raise Done
         return head, view
 
+    async def _end_stream(self, view: ResponseView) -> None:
+        last = await response_stream.last_event(self.js, view.id)
+        if last is not None and last.get("type") in response_stream.TERMINAL_TYPES:
+            return
+        next_seq = (last or {}).get("sequence_number", -1) + 1
+        writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq)
+        await writer.emit(f"response.{view.status}", response=view.public())
+
     async def _claim(self, request: ResponseRequested) -> Claim:
         while True:
-            head, view = await self._state(request)
+            head, view = await self._state(request, repair=True)
             last = await response_stream.last_event(self.js, view.id)
             next_seq = (last or {}).get("sequence_number", -1) + 1
             if view.conversation_id:
