@@ -6,6 +6,7 @@ convstore without any back channel:
   TOOL        call the first function tool            LENGTH stop at max tokens (finish 'length')
   FAIL500     answer 500 every time                   FAILONCE 500 on the first call of a text
   RATELIMIT   answer 429                              BADREQ 400 (not retried)
+  HANG        send nothing for 60 s
 Anything else: `fake: <last user text> [<n> messages]`, word by word.
 Every request body is recorded (`GET /_requests`), and so is how each stream ended
 (`GET /_streams`: finished, or dropped by the client, with times).
@@ -88,6 +89,8 @@ async def _stream(body: dict[str, Any], text: str, record: dict[str, Any]) -> As
     try:
         if "SLOWSTART" in text:
             await asyncio.sleep(3)
+        if "HANG" in text:
+            await asyncio.sleep(60)
         tools = body.get("tools") or []
         if "TOOL" in text and tools:
             name = tools[0]["function"]["name"]

@@ -22,10 +22,12 @@ class Stack:
         self.env = {"CONVSTORE_MODELS": model_map(upstream_url), "CONVSTORE_WORKER_ACK_WAIT": "2"}
         self.workers: list[Service] = []
 
-    def start_worker(self) -> Service:
+    def start_worker(self, **env: str) -> Service:
         n = len(self.workers)
         worker = Service(
-            ["worker", "--nats-url", self.nats_url], self.logs / f"worker{n}.log", self.env
+            ["worker", "--nats-url", self.nats_url],
+            self.logs / f"worker{n}.log",
+            {**self.env, **env},
         ).start()
         self.workers.append(worker)
         return worker
@@ -115,3 +117,15 @@ def test_worker_killed_mid_stream_fails_the_response_once(stack, upstream_url):
     assert [e.sequence_number for e in replay] == list(range(len(replay)))
     assert replay[-1].type == "response.failed"
     assert len(upstream_streams(upstream_url, t)) == 1  # not called again
+
+
+def test_upstream_timeout_fails_after_bounded_retries(stack, upstream_url):
+    s, client = stack
+    kill(s.workers[0])
+    s.start_worker(CONVSTORE_UPSTREAM_TIMEOUT="1")
+    t = token()
+    started = time.monotonic()
+    r = client.responses.create(model="fake-m", input=f"HANG {t}")
+    assert r.status == "failed" and r.error is not None and r.error.code == "timeout"
+    assert len(upstream_streams(upstream_url, t)) == 3
+    assert time.monotonic() - started < 15

@@ -1,0 +1,155 @@
+"""Bad input to /v1/responses gets OpenAI's 4xx body naming the parameter, and writes nothing."""
+
+from typing import Any
+
+import httpx
+import pytest
+from openai import OpenAI
+
+
+def error(r: httpx.Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()["error"]
+    assert set(body) == {"message", "type", "param", "code"}
+    assert body["type"] == "invalid_request_error"
+    return body  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        ({"input": "hi"}, "model", "missing_required_parameter"),
+        ({"model": 3, "input": "hi"}, "model", "invalid_type"),
+        ({"model": "m"}, "input", "missing_required_parameter"),
+        ({"model": "m", "input": 5}, "input", "invalid_type"),
+        (
+            {"model": "m", "input": [{"role": "wizard", "content": "x"}]},
+            "input[0].role",
+            "invalid_value",
+        ),
+        ({"model": "m", "input": [{"foo": 1}]}, "input[0].type", "missing_required_parameter"),
+        ({"model": "m", "input": "x", "temperature": 3}, "temperature", "decimal_above_max_value"),
+        ({"model": "m", "input": "x", "temperature": "hot"}, "temperature", "invalid_type"),
+        ({"model": "m", "input": "x", "top_p": -1}, "top_p", "decimal_below_min_value"),
+        (
+            {"model": "m", "input": "x", "max_output_tokens": 5},
+            "max_output_tokens",
+            "integer_below_min_value",
+        ),
+        ({"model": "m", "input": "x", "stream": "yes"}, "stream", "invalid_type"),
+        ({"model": "m", "input": "x", "tools": {}}, "tools", "invalid_type"),
+        (
+            {"model": "m", "input": "x", "tools": [{"type": "function"}]},
+            "tools[0].name",
+            "missing_required_parameter",
+        ),
+        ({"model": "m", "input": "x", "tool_choice": "sometimes"}, "tool_choice", "invalid_value"),
+        ({"model": "m", "input": "x", "truncation": "middle"}, "truncation", "invalid_value"),
+        ({"model": "m", "input": "x", "metadata": {"k": 1}}, "metadata.k", "invalid_type"),
+        (
+            {"model": "m", "input": "x", "background": True, "store": False},
+            "background",
+            "invalid_value",
+        ),
+        (
+            {"model": "m", "input": "x", "conversation": {"name": "c"}},
+            "conversation.id",
+            "missing_required_parameter",
+        ),
+        (
+            {"model": "m", "input": "x", "previous_response_id": "resp_nope"},
+            "previous_response_id",
+            "invalid_value",
+        ),
+    ],
+)
+def test_bad_create_bodies(http: httpx.Client, body: dict[str, Any], param: str, code: str):
+    before = http.get("/v1/events", params={"order": "desc", "limit": 1}).json()["last_id"]
+    body = error(http.post("/v1/responses", json=body), 400)
+    assert (body["param"], body["code"]) == (param, code)
+    assert http.get("/v1/events", params={"order": "desc", "limit": 1}).json()["last_id"] == before
+
+
+def test_conversation_and_previous_are_exclusive(client: OpenAI, http: httpx.Client):
+    conv = client.conversations.create()
+    prev = client.responses.create(model="m", input="x")
+    body = error(
+        http.post(
+            "/v1/responses",
+            json={
+                "model": "m",
+                "input": "x",
+                "conversation": conv.id,
+                "previous_response_id": prev.id,
+            },
+        ),
+        400,
+    )
+    assert "previous_response_id" in body["message"] and "conversation" in body["message"]
+
+
+def test_unknown_conversation_is_404(http: httpx.Client):
+    body = error(
+        http.post("/v1/responses", json={"model": "m", "input": "x", "conversation": "conv_nope"}),
+        404,
+    )
+    assert body["message"] == "Conversation with id 'conv_nope' not found."
+
+
+def test_deleted_conversation_takes_no_responses(client: OpenAI, http: httpx.Client):
+    conv = client.conversations.create()
+    client.conversations.delete(conv.id)
+    error(
+        http.post("/v1/responses", json={"model": "m", "input": "x", "conversation": conv.id}), 404
+    )
+
+
+def test_unknown_fields_are_ignored(http: httpx.Client):
+    r = http.post(
+        "/v1/responses",
+        json={
+            "model": "m",
+            "input": "x",
+            "prompt_cache_retention": "24h",
+            "service_tier": "flex",
+            "zzz": 1,
+        },
+    )
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/responses/resp_unknown",
+        "/v1/responses/not-a-response",
+        "/v1/responses/resp_" + "0" * 64,
+        "/v1/responses/resp_" + "0" * 48 + "/input_items",
+    ],
+)
+def test_unknown_response_is_404(http: httpx.Client, path: str):
+    body = error(http.get(path), 404)
+    assert body["message"].startswith("Response with id '")
+
+
+def test_input_items_paging_errors(client: OpenAI, http: httpx.Client):
+    r = client.responses.create(model="m", input="x")
+    assert (
+        error(http.get(f"/v1/responses/{r.id}/input_items", params={"limit": 101}), 400)["param"]
+        == "limit"
+    )
+    assert (
+        error(http.get(f"/v1/responses/{r.id}/input_items", params={"after": "msg_x"}), 400)[
+            "param"
+        ]
+        == "after"
+    )
+    assert (
+        error(http.get(f"/v1/responses/{r.id}/input_items", params={"order": "up"}), 400)["param"]
+        == "order"
+    )
+
+
+def test_malformed_json_is_400(http: httpx.Client):
+    r = http.post("/v1/responses", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert error(r, 400)["param"] is None
