@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from openai import OpenAI
 
+from convstore.embedded_nats import EmbeddedNats
 from tests.servers import Service, api_process, model_map
 from tests.test_responses import token, upstream_streams, wait_status
 
@@ -129,3 +131,42 @@ def test_upstream_timeout_fails_after_bounded_retries(stack, upstream_url):
     assert r.status == "failed" and r.error is not None and r.error.code == "timeout"
     assert len(upstream_streams(upstream_url, t)) == 3
     assert time.monotonic() - started < 15
+
+
+def test_responses_recover_after_a_nats_outage(tmp_path, upstream_url):
+    """nats-server killed and restarted: the worker reconnects and keeps taking responses."""
+    nats = EmbeddedNats(tmp_path / "nats", sync_always=False)
+    nats.start()
+    s = Stack(nats.url, upstream_url, tmp_path)
+    projector = Service(["projector", "--nats-url", nats.url], tmp_path / "projector.log").start()
+    api, url = api_process(nats.url, tmp_path / "api.log")
+    s.start_worker()
+    client = OpenAI(base_url=f"{url}/v1", api_key="t", max_retries=0, timeout=60)
+    try:
+        api.wait_http(url, "/readyz")
+        conv = client.conversations.create()
+        assert (
+            client.responses.create(model="m", conversation=conv.id, input="a").status
+            == "completed"
+        )
+        assert nats.process is not None
+        nats.process.send_signal(signal.SIGKILL)
+        nats.process.wait()
+        time.sleep(1)
+        nats.start()  # same port, same data
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = client.responses.create(model="m", conversation=conv.id, input="b", timeout=10)
+                break
+            except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError):
+                assert time.monotonic() < deadline, "no recovery"
+                time.sleep(0.5)
+        assert r.status == "completed"
+        assert r.output_text == "echo: b (context: 3 messages)"
+        bg = client.responses.create(model="m", input="c", background=True)
+        assert wait_status(client, bg.id, "completed").status == "completed"
+    finally:
+        for service in [api, *s.workers, projector]:
+            service.stop()
+        nats.stop()
