@@ -103,7 +103,9 @@ class ModelWorker:
         try:
             await self._handle(request)
         except NotYet:
-            await msg.nak(delay=WAIT_TURN)
+            # Back off while the older response runs: a long one should not cost a read
+            # of the thread every WAIT_TURN.
+            await msg.nak(delay=min(WAIT_TURN * msg.metadata.num_delivered, 1.0))
             return
         except Done:
             pass
