@@ -14,6 +14,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from events.direct import DirectGetUnavailable, direct_batch
 from events.store import EventStore, StoreUnavailable
 from events.subjects import ALL_EVENTS, STREAM_NAME, conversation_filter
 
@@ -45,33 +46,12 @@ class History:
         self.js = store.js
 
     async def _direct(self, request: dict[str, Any]) -> list[StoredEvent]:
-        """One batched direct get; messages until the end-of-batch status."""
-        if not self.nc.is_connected:
-            raise StoreUnavailable("not connected to NATS")
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
-        out: list[StoredEvent] = []
+        """One batched direct get on the event stream."""
         try:
-            await self.nc.publish(
-                f"$JS.API.DIRECT.GET.{STREAM_NAME}", json.dumps(request).encode(), reply=inbox
-            )
-            while True:
-                msg = await sub.next_msg(timeout=self.store.timeout)
-                headers = msg.headers or {}
-                status = headers.get("Status")
-                if status in ("204", "404"):  # end of batch, nothing found
-                    return out
-                if status:
-                    raise StoreUnavailable(
-                        f"direct get answered {status} {headers.get('Description', '')}"
-                    )
-                out.append(
-                    StoredEvent(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data)
-                )
-        except nats.errors.TimeoutError as exc:
-            raise StoreUnavailable("direct get timed out") from exc
-        finally:
-            await sub.unsubscribe()
+            found = await direct_batch(self.nc, STREAM_NAME, request, self.store.timeout)
+        except DirectGetUnavailable as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [StoredEvent(m.seq, m.subject, m.data) for m in found]
 
     async def page(
         self,
