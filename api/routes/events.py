@@ -10,9 +10,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api import validation
+from api.auth import Caller, require_admin
 from api.errors import invalid, not_found
 from api.routes.conversations import list_object
 from api.services import Svc
+from api.tenancy import check_owner, conversation_not_found
 from events.asyncapi import asyncapi_schema
 from events.history import History, StoredEvent
 
@@ -98,6 +100,7 @@ async def events_response(
 @router.get("/conversations/{conversation_id}/events", response_model=None)
 async def conversation_events(
     svc: Svc,
+    caller: Caller,
     conversation_id: str,
     request: Request,
     after: int | None = Query(None, description="log position; list and stream start after it"),
@@ -105,27 +108,34 @@ async def conversation_events(
     order: str | None = Query(None, description="asc (default) or desc"),
     stream_: bool | None = Query(None, alias="stream"),
 ) -> StreamingResponse | dict[str, object]:
-    """Every event of a conversation, deleted ones included, even after it was deleted."""
+    """Every event of a conversation, deleted ones included, even after it was deleted.
+    Only the owner tenant's keys see them, and admin keys (the audit view across tenants)."""
     conversation_id = validation.conversation_id(conversation_id)
-    if await svc.store.head(conversation_id) is None:
-        raise not_found(f"Conversation with id '{conversation_id}' not found.")
+    head = await svc.store.head(conversation_id)
+    if head is None:
+        raise not_found(conversation_not_found(conversation_id))
+    if not caller.is_admin:
+        await check_owner(svc.store, caller, conversation_id, head)
     return await events_response(svc, request, conversation_id, after, limit, order, stream_)
 
 
 @router.get("/events", response_model=None)
 async def all_events(
     svc: Svc,
+    caller: Caller,
     request: Request,
     after: int | None = Query(None),
     limit: int | None = Query(None),
     order: str | None = Query(None),
     stream_: bool | None = Query(None, alias="stream"),
 ) -> StreamingResponse | dict[str, object]:
-    """Every event of every conversation, in log order."""
+    """Every event of every conversation, in log order: every tenant's, so admin keys only
+    (403 for user keys; a user reads its own conversations' events one by one)."""
+    require_admin(caller, "the global event feed (GET /v1/events)")
     return await events_response(svc, request, None, after, limit, order, stream_)
 
 
 @router.get("/asyncapi.json", tags=["events"])
-async def asyncapi() -> dict[str, object]:
+async def asyncapi(_: Caller) -> dict[str, object]:
     """The AsyncAPI document of the event subjects, for services subscribing on NATS."""
     return asyncapi_schema()
