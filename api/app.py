@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi
 from api.auth import Authenticate
 from api.idempotency import Idempotency, open_store
 from api.keys import KeyRing
@@ -77,6 +77,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    openapi.install(app)
     # Outermost last: authenticate (401/429), bound the body (413), then idempotency.
     app.add_middleware(Idempotency)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)

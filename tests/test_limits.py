@@ -161,3 +161,16 @@ def test_a_megabyte_of_nesting_in_open_mode_is_a_400_too(http):
     nested = "[" * 1_000_000 + "]" * 1_000_000
     r = http.post(f"/v1/conversations/{conv}/items", content=f'{{"items": {nested}}}'.encode())
     assert r.status_code == 400, r.text[:300]
+
+
+@pytest.mark.parametrize("after", [2**63, 2**64, 10**30])
+def test_a_log_position_beyond_int64_is_400_not_a_nats_error(h, conv, after):
+    for path in (f"/v1/conversations/{conv}/events", "/v1/events"):
+        headers = {"Authorization": f"Bearer {SECURE_KEYS['root']['key']}"}
+        r = h.get(path, params={"after": str(after)}, headers=headers)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "after"
+        r = h.get(
+            path, headers={**headers, "Last-Event-ID": str(after), "Accept": "text/event-stream"}
+        )
+        assert r.status_code == 400, r.text

@@ -20,6 +20,7 @@ from events.history import History, StoredEvent
 
 router = APIRouter(prefix="/v1", tags=["events"])
 HEARTBEAT = 15.0
+MAX_POSITION = 2**63 - 1  # JetStream sequences are uint64; beyond int64 NATS refuses them
 
 
 def wants_stream(request: Request, stream: bool | None) -> bool:
@@ -33,7 +34,7 @@ def start_position(request: Request, after: int | None) -> int:
     last = request.headers.get("last-event-id")
     if last is None:
         return 0
-    if not last.isdigit():
+    if not last.isdigit() or int(last) > MAX_POSITION:
         raise invalid("Invalid 'Last-Event-ID': expected a log position.", "Last-Event-ID")
     return int(last)
 
@@ -79,8 +80,8 @@ async def events_response(
     order: str | None,
     stream_: bool | None,
 ) -> StreamingResponse | dict[str, object]:
-    if after is not None and after < 0:
-        raise invalid("Invalid 'after': expected a log position >= 0.", "after")
+    if after is not None and not 0 <= after <= MAX_POSITION:
+        raise invalid(f"Invalid 'after': expected a log position 0..{MAX_POSITION}.", "after")
     history = History(svc.store)
     if wants_stream(request, stream_):
         frames = stream(history, conversation_id, start_position(request, after))
