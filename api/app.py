@@ -6,7 +6,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi
+from api.auth import Authenticate
+from api.idempotency import Idempotency, open_store
+from api.keys import KeyRing
+from api.limits import BodyLimit, Limits
+from api.ratelimit import RateLimiter
 from api.routes import conversations, events, health, items, responses
 from api.services import Services
 from events.connection import connect
@@ -26,7 +31,13 @@ def create_app(
     read_wait_timeout: float = 5.0,
     request_timeout: float = 5.0,
     ready_max_lag: int = 1000,
+    keys: KeyRing | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
+    """The API. `keys` None is open development mode: every request is tenant `default`
+    with the admin role (the CLI allows that on loopback only)."""
+    limits = limits or Limits()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nc = await connect(nats_urls, "convstore-api")
@@ -41,7 +52,19 @@ def create_app(
             store=EventStore(nc, js, timeout=request_timeout),
             reader=ViewReader(views, wait_timeout=read_wait_timeout),
             ready_max_lag=ready_max_lag,
+            limits=limits,
         )
+        app.state.idempotency = await open_store(
+            js, replicas, limits.idempotency_ttl, nc.max_payload
+        )
+        if keys is None:
+            log.warning(
+                "OPEN DEVELOPMENT MODE: no API keys configured; every request acts as tenant "
+                "'default' with the admin role. Configure CONVSTORE_API_KEYS_FILE or "
+                "CONVSTORE_API_KEYS before exposing this server."
+            )
+        else:
+            log.info("API keys: %d keys of %d tenants", len(keys), len(keys.tenants()))
         try:
             yield
         finally:
@@ -56,6 +79,12 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    openapi.install(app)
+    # Outermost last: authenticate (401/429), bound the body (413), then idempotency.
+    app.add_middleware(Idempotency)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    limiter = RateLimiter(limits.rate_limit_rps, limits.rate_limit_burst)
+    app.add_middleware(Authenticate, keys=keys, limiter=limiter)
     for module in (conversations, items, responses, events, health):
         app.include_router(module.router)
     return app

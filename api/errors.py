@@ -73,7 +73,7 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     return invalid(f"Invalid '{param}': {first.get('msg', 'invalid value')}.", param)
 
 
-_NATS_DOWN = (
+NATS_DOWN = (
     StoreUnavailable,
     nats.errors.TimeoutError,
     nats.errors.NoServersError,
@@ -129,7 +129,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _other(_: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, _NATS_DOWN):
+        if isinstance(exc, NATS_DOWN):
             return _response(unavailable("The event store is unreachable; retry shortly."))
         log.exception("unhandled error")
         return _response(

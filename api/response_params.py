@@ -195,9 +195,9 @@ def _object(body: dict[str, Any], key: str) -> None:
         raise _wrong_type(key, "an object", value)
 
 
-def parse(body: dict[str, Any], created_at: int) -> ResponseParams:
+def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponseParams:
     """Validate a create-response body; raise the OpenAI 400 for the first problem."""
-    validation.encodable(body)
+    validation.encodable(body, max_chars=max_chars)
     model = _string(body, "model", required=True)
     assert model is not None
     conversation_id = _conversation(body.get("conversation"))

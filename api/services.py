@@ -1,13 +1,13 @@
 """What a request handler needs, opened once per process in the app's lifespan."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from events.schema import Actor
+from api.limits import Limits
 from events.store import EventStore
 from projections.reader import ViewReader
 
@@ -19,6 +19,7 @@ class Services:
     store: EventStore
     reader: ViewReader
     ready_max_lag: int
+    limits: Limits = field(default_factory=Limits)
 
 
 async def services(request: Request) -> Services:
@@ -27,9 +28,9 @@ async def services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
-def actor(request: Request) -> Actor:
-    """Who is asking: anonymous until API keys land (the client address is kept)."""
-    return Actor(ip=request.client.host if request.client else None)
+def client_ip(request: Request) -> str | None:
+    """The client's address, recorded in events' actor next to the key id."""
+    return request.client.host if request.client else None
 
 
 def include_param(request: Request) -> list[str]:

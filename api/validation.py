@@ -25,23 +25,52 @@ INCLUDABLE = frozenset(
 )
 
 
-def encodable(value: Any, param: str = "") -> None:
-    """Reject strings JSON can carry but UTF-8 cannot (lone surrogates such as \\ud800)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
+MAX_DEPTH = 64  # nesting of arrays and objects in a body
+
+
+def encodable(value: Any, param: str = "", max_chars: int | None = None) -> None:
+    """Reject strings JSON can carry but UTF-8 cannot (lone surrogates such as \\ud800),
+    strings longer than `max_chars`, and nesting deeper than MAX_DEPTH. Iterative, so no
+    body can exhaust the interpreter's stack."""
+    stack: list[tuple[Any, str, int]] = [(value, param, 0)]
+    while stack:
+        value, param, depth = stack.pop()
+        if isinstance(value, str):
+            _string(value, param, max_chars)
+            continue
+        if isinstance(value, dict):
+            children = [(v, f"{param}.{k}" if param else str(k)) for k, v in value.items()]
+            for key in value:
+                _string(key, param, max_chars)
+        elif isinstance(value, list):
+            children = [(v, f"{param}[{n}]") for n, v in enumerate(value)]
+        else:
+            continue
+        if depth >= MAX_DEPTH:
             raise invalid(
-                f"Invalid '{param or 'body'}': the string is not valid Unicode (lone surrogate).",
+                f"Invalid '{param or 'body'}': nested too deeply. Expected at most "
+                f"{MAX_DEPTH} levels of arrays and objects.",
                 param or None,
-            ) from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            encodable(key, param)
-            encodable(item, f"{param}.{key}" if param else str(key))
-    elif isinstance(value, list):
-        for n, item in enumerate(value):
-            encodable(item, f"{param}[{n}]")
+                "nesting_too_deep",
+            )
+        stack.extend((v, p, depth + 1) for v, p in reversed(children))
+
+
+def _string(value: str, param: str, max_chars: int | None) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(
+            f"Invalid '{param or 'body'}': the string is not valid Unicode (lone surrogate).",
+            param or None,
+        ) from None
+    if max_chars is not None and len(value) > max_chars:
+        raise invalid(
+            f"Invalid '{param or 'body'}': string too long. Expected a string with maximum "
+            f"length {max_chars}, but got a string with length {len(value)} instead.",
+            param or None,
+            "string_above_max_length",
+        )
 
 
 def cursor(after: str | None) -> str | None:

@@ -4,6 +4,7 @@
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -12,8 +13,9 @@ from typing import Any
 
 import uvicorn
 
+from api import keys as api_keys
 from api.app import create_app
-from convstore import audit
+from convstore import audit, keys_command
 from convstore.embedded_nats import EmbeddedNats
 from convstore.maintenance import run_purge, run_rebuild
 from convstore.settings import Settings
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["purge"].add_argument("--reason", help="why (kept in the purge record)")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of the event subjects")
     audit.register(sub)
+    keys_command.register(sub)
     return parser
 
 
@@ -75,13 +78,45 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
     await run(stop)
 
 
-async def _serve_http(settings: Settings, urls: list[str], stop: asyncio.Event) -> None:
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def api_keys_or_exit(settings: Settings, command: str) -> api_keys.KeyRing | None:
+    """The configured keys; None (open development mode) only on a loopback address."""
+    try:
+        keys = api_keys.load(settings.api_keys_file, settings.api_keys)
+    except api_keys.KeyConfigError as exc:
+        raise SystemExit(f"convstore {command}: {exc}") from None
+    if keys is None and not is_loopback(settings.host):
+        raise SystemExit(
+            f"convstore {command}: refusing to listen on {settings.host!r} without API keys. "
+            "With no keys configured convstore runs in open development mode, where every "
+            "request acts as tenant 'default' with the admin role, so it listens on loopback "
+            "(127.0.0.1, ::1, localhost) only. Configure keys with CONVSTORE_API_KEYS_FILE "
+            "(a JSON or TOML keys file) or CONVSTORE_API_KEYS=key:tenant[:role],... (see "
+            "the README's Security section; `convstore keys new` makes one), or listen on "
+            "127.0.0.1."
+        )
+    return keys
+
+
+async def _serve_http(
+    settings: Settings, urls: list[str], stop: asyncio.Event, keys: api_keys.KeyRing | None
+) -> None:
     app = create_app(
         urls,
         replicas=settings.replicas,
         read_wait_timeout=settings.read_wait_timeout,
         request_timeout=settings.request_timeout,
         ready_max_lag=settings.ready_max_lag,
+        keys=keys,
+        limits=settings.limits(),
     )
     config = uvicorn.Config(
         app,
@@ -114,7 +149,9 @@ async def _model_worker(settings: Settings, urls: list[str], stop: asyncio.Event
     )
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
+async def serve(
+    settings: Settings, stop: asyncio.Event, keys: api_keys.KeyRing | None = None
+) -> None:
     embedded = None
     urls = settings.nats_urls
     if not urls:
@@ -123,7 +160,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         projector = asyncio.create_task(run_projector(urls, stop, replicas=settings.replicas))
         worker = asyncio.create_task(_model_worker(settings, urls, stop))
-        await _serve_http(settings, urls, stop)  # drains in-flight requests first
+        await _serve_http(settings, urls, stop, keys)  # drains in-flight requests first
         await projector
         await worker
     finally:
@@ -138,15 +175,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command in audit.COMMANDS:
         raise SystemExit(audit.run(args))
+    if args.command == "keys":
+        raise SystemExit(keys_command.run(args))
     settings = _settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    keys = api_keys_or_exit(settings, args.command) if args.command in ("serve", "api") else None
     if args.command != "serve" and not settings.nats_urls:
         raise SystemExit(f"convstore {args.command}: --nats-url (or CONVSTORE_NATS_URL) needed")
     runs: dict[str, Callable[[asyncio.Event], Awaitable[Any]]] = {
-        "serve": lambda stop: serve(settings, stop),
-        "api": lambda stop: _serve_http(settings, settings.nats_urls, stop),
+        "serve": lambda stop: serve(settings, stop, keys),
+        "api": lambda stop: _serve_http(settings, settings.nats_urls, stop, keys),
         "projector": lambda stop: run_projector(settings.nats_urls, stop, settings.replicas),
         "worker": lambda stop: _model_worker(settings, settings.nats_urls, stop),
         "rebuild": lambda _: run_rebuild(settings),

@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.limits import Limits
 
 
 class Settings(BaseSettings):
@@ -29,6 +32,24 @@ class Settings(BaseSettings):
     # Seconds before a response whose worker went silent goes to another worker (set when
     # the shared consumer is first created).
     worker_ack_wait: float = 30.0
+    # API keys (README, Security): a JSON or TOML file, and/or `key:tenant[:role],...`.
+    # Neither set means open development mode, which listens on loopback only.
+    api_keys_file: Path | None = None
+    api_keys: str = ""
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_text_chars: int = Field(10 * 1024 * 1024, ge=1)
+    rate_limit_rps: float = Field(0.0, ge=0)  # per key and API process; 0 = unlimited
+    rate_limit_burst: int = Field(0, ge=0)  # 0 = one second's worth
+    idempotency_ttl: float = Field(24 * 3600.0, gt=0)  # seconds an Idempotency-Key is kept
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_text_chars=self.max_text_chars,
+            rate_limit_rps=self.rate_limit_rps,
+            rate_limit_burst=self.rate_limit_burst,
+            idempotency_ttl=self.idempotency_ttl,
+        )
 
     @property
     def nats_urls(self) -> list[str]:

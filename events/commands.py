@@ -59,7 +59,7 @@ async def decide_and_append(
         if not events:  # nothing to do: already so
             return head.seq, events
         try:
-            return await store.append(events, head.seq, head.hash), events
+            return await store.append(events, head.seq, head.hash, head.tenant), events
         except ConcurrencyConflict:
             # Jittered backoff spreads out writers contending for one conversation.
             await asyncio.sleep(random.uniform(0, min(0.002 * attempt, 0.05)))

@@ -31,7 +31,7 @@ async def purge(
             conversation_id=conversation_id, purged_events=count, reason=reason, actor=actor
         )
         try:
-            seq = await store.append([record], head.seq, GENESIS)
+            seq = await store.append([record], head.seq, GENESIS, head.tenant)
         except ConcurrencyConflict:
             continue
         record = record.model_copy(update={"seq": seq})

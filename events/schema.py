@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from events.ids import new_id
 
 SCHEMA_VERSION = 1
+# The tenant of everything written before tenants existed, and of open development mode.
+DEFAULT_TENANT = "default"
 
 
 def utc_now() -> datetime:
@@ -20,13 +22,15 @@ def utc_now() -> datetime:
 
 
 class Actor(BaseModel):
-    """Who caused an event: the authenticated principal, or `anonymous` in open mode."""
+    """Who caused an event: an API key's non-secret id (kind `api_key`) and its tenant, or
+    `anonymous` in open mode. `tenant` is null for system actors and for older events."""
 
     model_config = ConfigDict(frozen=True)
 
     id: str = "anonymous"
     kind: Literal["anonymous", "api_key", "system", "worker"] = "anonymous"
     ip: str | None = None
+    tenant: str | None = None
 
 
 class EventBase(BaseModel):
@@ -50,6 +54,9 @@ class ConversationCreated(EventBase):
     type: Literal["ConversationCreated"] = "ConversationCreated"
     created_at: int
     metadata: dict[str, str] = {}
+    # The owner: the conversation, its items and its events belong to this tenant. Events
+    # from before tenants existed have none and belong to DEFAULT_TENANT.
+    tenant: str = DEFAULT_TENANT
 
 
 class ItemAdded(EventBase):
@@ -106,6 +113,8 @@ class ResponseRequested(ResponseEvent):
     # tools, tool_choice, parallel_tool_calls, text, truncation, user.
     params: dict[str, Any] = {}
     context_seq: int = 0  # the thread's last sequence when the request was accepted
+    # The owner (a conversation's responses are its tenant's; older events: the default).
+    tenant: str = DEFAULT_TENANT
 
 
 class ResponseInProgress(ResponseEvent):

@@ -29,6 +29,9 @@ from events.subjects import (
 
 WRONG_LAST_SEQUENCE = 10071
 MAX_BATCH = 1000
+# Every appended message names its conversation's tenant, so the head read that every
+# command and read does anyway also says who owns the conversation (no extra request).
+TENANT_HEADER = "Convstore-Tenant"
 
 
 class StoreUnavailable(Exception):
@@ -51,6 +54,9 @@ class Head:
     event_id: str
     event_type: str
     hash: str
+    # The owning tenant, from the `Convstore-Tenant` header; None when the message has no
+    # such header (written before tenants existed, or by something else than this store).
+    tenant: str | None = None
 
 
 async def ensure_stream(
@@ -105,6 +111,7 @@ class EventStore:
                 headers.get("Nats-Msg-Id", ""),
                 headers["Convstore-Event-Type"],
                 headers["Convstore-Hash"],
+                headers.get(TENANT_HEADER),
             )
         # Written by something else than this store: read what it says, leniently (an
         # event type this version does not know must not break reads of the conversation).
@@ -156,14 +163,20 @@ class EventStore:
             raise
 
     async def append(
-        self, events: list[EventBase], expected_last_seq: int, prev_hash: str = GENESIS
+        self,
+        events: list[EventBase],
+        expected_last_seq: int,
+        prev_hash: str = GENESIS,
+        tenant: str | None = None,
     ) -> int:
         """Append `events` of one conversation atomically; return the last sequence.
 
         `expected_last_seq` is the conversation's head sequence the command was
         decided on (0 for a new conversation), `prev_hash` that head's hash: each
-        event is sealed into the conversation's hash chain. Raises ConcurrencyConflict when the
-        conversation moved on, StoreUnavailable when NATS does not answer.
+        event is sealed into the conversation's hash chain. `tenant` (the head's, or the
+        ConversationCreated's own) goes into every message's `Convstore-Tenant` header.
+        Raises ConcurrencyConflict when the conversation moved on, StoreUnavailable when
+        NATS does not answer.
         """
         if not events or len(events) > MAX_BATCH:
             raise ValueError(f"a batch holds 1..{MAX_BATCH} events")
@@ -176,6 +189,8 @@ class EventStore:
             sealed.append(event)
             payloads.append(payload)
         events = sealed
+        if isinstance(events[0], ConversationCreated):
+            tenant = events[0].tenant
         limit = self.nc.max_payload - 1024
         if any(len(p) > limit for p in payloads):
             raise EventTooLarge(f"an event exceeds {limit} bytes")
@@ -184,6 +199,7 @@ class EventStore:
             "Nats-Expected-Last-Subject-Sequence": str(expected_last_seq),
             "Nats-Expected-Last-Subject-Sequence-Subject": conversation_filter(conversation_id),
         }
+        owner = {TENANT_HEADER: tenant} if tenant is not None else {}
         try:
             if len(events) == 1:
                 ack = await self.js.publish(
@@ -191,10 +207,10 @@ class EventStore:
                     payloads[0],
                     timeout=self.timeout,
                     stream=STREAM_NAME,
-                    headers={**self._headers(events[0]), **guard},
+                    headers={**self._headers(events[0]), **owner, **guard},
                 )
                 return ack.seq
-            return await self._append_batch(events, payloads, guard)
+            return await self._append_batch(events, payloads, {**owner, **guard})
         except APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
                 raise ConcurrencyConflict(exc.description or "wrong last sequence") from exc
@@ -207,7 +223,8 @@ class EventStore:
     async def _append_batch(
         self, events: list[EventBase], payloads: list[bytes], guard: dict[str, str]
     ) -> int:
-        """JetStream atomic batch: all messages are stored at the commit, or none."""
+        """JetStream atomic batch: all messages are stored at the commit, or none.
+        `guard` goes on the first message, its tenant header on every one."""
         batch_id = new_id("batch")
         conversation_id = events[0].conversation_id
         last = len(events)
@@ -219,6 +236,8 @@ class EventStore:
             }
             if n == 1:
                 headers.update(guard)
+            elif TENANT_HEADER in guard:
+                headers[TENANT_HEADER] = guard[TENANT_HEADER]
             subject = conversation_subject(conversation_id, event.type)
             if n < last:
                 await self.nc.publish(subject, payload, headers=headers)

@@ -28,7 +28,6 @@ from events.schema import (
 )
 from projections.responses import apply_response
 from projections.views import (
-    INDEX_KEY,
     ConversationView,
     IndexEntry,
     IndexView,
@@ -37,6 +36,7 @@ from projections.views import (
     conversation_children,
     conversation_key,
     index_entry_key,
+    index_key,
     item_key,
     ref_key,
     thread_responses,
@@ -66,7 +66,8 @@ Change = Put | Delete | PurgePrefix
 
 @dataclass(frozen=True)
 class State:
-    """The views one event may read: its conversation, the index, and a named item."""
+    """The views one event may read: its conversation, its tenant's conversation index (for
+    a ConversationCreated, the index of the tenant it names), and a named item."""
 
     conversation: ConversationView | None
     index: IndexView
@@ -87,7 +88,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         if isinstance(event, ConversationCreated) and state.index.count <= conv.position:
             # The index counter is written last; finish what a crash interrupted.
             index = IndexView(count=conv.position + 1, last_seq=event.seq)
-            return replace(state, index=index), [Put(INDEX_KEY, index.model_dump())]
+            return replace(state, index=index), [Put(index_key(conv.tenant), index.model_dump())]
         return state, []
     if isinstance(event, ConversationCreated):
         if conv is not None:
@@ -99,12 +100,13 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
             metadata=event.metadata,
             last_seq=event.seq,
             position=pos,
+            tenant=event.tenant,
         )
         index = IndexView(count=pos + 1, last_seq=event.seq)
         changes: list[Change] = [
-            Put(index_entry_key(pos), IndexEntry(id=conv.id).model_dump()),
+            Put(index_entry_key(conv.tenant, pos), IndexEntry(id=conv.id).model_dump()),
             _put_conversation(conv),
-            Put(INDEX_KEY, index.model_dump()),
+            Put(index_key(conv.tenant), index.model_dump()),
         ]
         return State(conv, index), changes
     if conv is None:
@@ -119,7 +121,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         changes: list[Change] = [
             PurgePrefix(conversation_children(conv.id)),
             PurgePrefix(thread_responses(conv.id)),
-            Delete(index_entry_key(conv.position)),
+            Delete(index_entry_key(conv.tenant, conv.position)),
             Delete(conversation_key(conv.id)),
         ]
         return replace(state, conversation=None, item=None), changes
@@ -151,7 +153,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         conv = conv.model_copy(update={"deleted": True})
         changes += [
             PurgePrefix(conversation_children(conv.id)),
-            Delete(index_entry_key(conv.position)),
+            Delete(index_entry_key(conv.tenant, conv.position)),
         ]
     conv = conv.model_copy(update={"last_seq": event.seq})
     changes.append(_put_conversation(conv))

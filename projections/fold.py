@@ -2,24 +2,33 @@
 
 Writes go in three phases so a crash between them is repaired by redelivery:
 item data first, then the conversation views that commit it (and carry
-`last_seq`), then the index counter and the checkpoint (the last sequence of
-the batch, which readers of the global index wait on). Within a phase, writes run concurrently.
+`last_seq`), then the tenants' index counters and the checkpoint (the last sequence of
+the batch, which readers of the conversation lists wait on). Within a phase, writes run
+concurrently.
 """
 
 from collections import OrderedDict
 from typing import Any
 
-from events.schema import Event, ItemDeleted, ResponseEvent, Unrecognized
+from events.schema import (
+    DEFAULT_TENANT,
+    ConversationCreated,
+    Event,
+    ItemDeleted,
+    ResponseEvent,
+    Unrecognized,
+)
 from projections.apply import Change, Delete, PurgePrefix, Put, State, apply
 from projections.store import ViewStore
 from projections.views import (
     CHECKPOINT_KEY,
-    INDEX_KEY,
     ConversationView,
     IndexView,
     ItemRef,
     ResponseView,
     conversation_key,
+    index_key,
+    is_index_key,
     ref_key,
     response_key,
 )
@@ -75,7 +84,11 @@ class Folder:
 
     async def _state(self, event: Event | Unrecognized, pending: dict[str, Any]) -> State:
         conv = await self._get(conversation_key(event.conversation_id), pending)
-        index = await self._get(INDEX_KEY, pending)
+        if isinstance(event, ConversationCreated):
+            tenant = event.tenant
+        else:
+            tenant = str(conv.get("tenant", DEFAULT_TENANT)) if conv else DEFAULT_TENANT
+        index = await self._get(index_key(tenant), pending)
         item = response = None
         if isinstance(event, ItemDeleted):
             item = await self._get(ref_key(event.conversation_id, event.item_id), pending)
@@ -105,7 +118,7 @@ class Folder:
             value = pending[key]
             return Delete(key) if value is _DELETED else Put(key, value)
 
-        last = (INDEX_KEY, CHECKPOINT_KEY)
+        last = [k for k in pending if is_index_key(k) or k == CHECKPOINT_KEY]
         commits = [k for k in pending if _is_conversation_key(k)]
         responses = [k for k in pending if _is_response_key(k)]
         data = [
@@ -117,10 +130,8 @@ class Folder:
         if responses:  # a response commits its input; a conversation commits its responses
             await self.views.write([as_change(k) for k in responses])
         await self.views.write([as_change(k) for k in commits])
-        await self.views.write([as_change(k) for k in last if k in pending])
-        for key in (*responses, *commits, INDEX_KEY, CHECKPOINT_KEY):
-            if key not in pending:
-                continue
+        await self.views.write([as_change(k) for k in last])
+        for key in (*responses, *commits, *last):
             self._remember(key, pending[key])
 
     def _remember(self, key: str, value: Any) -> None:

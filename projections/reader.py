@@ -14,7 +14,6 @@ from events.ids import response_thread
 from projections.store import ViewStore
 from projections.views import (
     CHECKPOINT_KEY,
-    INDEX_KEY,
     ConversationView,
     IndexEntry,
     IndexView,
@@ -22,6 +21,7 @@ from projections.views import (
     ResponseView,
     conversation_key,
     index_entry_key,
+    index_key,
     item_key,
     ref_key,
     response_input_key,
@@ -130,11 +130,19 @@ class ViewReader:
         )
         return Page(rows[:limit], len(rows) > limit)
 
-    async def conversations(self, after: str | None, limit: int, order: Order) -> Page:
-        raw = await self.views.get(INDEX_KEY)
+    async def conversations(self, tenant: str, after: str | None, limit: int, order: Order) -> Page:
+        """A page of the tenant's live conversations; `after` must be one of them."""
+        raw = await self.views.get(index_key(tenant))
         count = IndexView(**raw).count if raw else 0
-        start = await self._start(after, order, count, self._conversation_pos)
-        entries = await self._walk(start, order, count, limit, index_entry_key)
+
+        async def locate(conversation_id: str) -> int | None:
+            view = await self.conversation(conversation_id)
+            return view.position if view and view.tenant == tenant else None
+
+        start = await self._start(after, order, count, locate)
+        entries = await self._walk(
+            start, order, count, limit, lambda pos: index_entry_key(tenant, pos)
+        )
         views = await self.views.get_many(
             [conversation_key(IndexEntry(**e).id) for e in entries[: limit + 1]]
         )
@@ -144,10 +152,6 @@ class ViewReader:
     async def _item_pos(self, conversation_id: str, item_id: str) -> int | None:
         raw = await self.views.get(ref_key(conversation_id, item_id))
         return ItemRef(**raw).pos if raw else None
-
-    async def _conversation_pos(self, conversation_id: str) -> int | None:
-        view = await self.conversation(conversation_id)
-        return view.position if view else None
 
     @staticmethod
     async def _start(

@@ -28,6 +28,7 @@ def apply_response(
         view = ResponseView(
             id=event.response_id,
             thread=thread,
+            tenant=event.tenant,
             conversation_id=thread if thread != event.response_id else None,
             created_at=event.created_at,
             model=event.model,

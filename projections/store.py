@@ -51,9 +51,14 @@ class MemoryViews:
 
 
 async def open_bucket(
-    js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1, history: int = 1
+    js: JetStreamContext,
+    bucket: str = BUCKET,
+    replicas: int = 1,
+    history: int = 1,
+    ttl: float | None = None,
 ) -> KeyValue:
-    """A KV bucket (by default the views bucket), created when missing."""
+    """A KV bucket (by default the views bucket), created when missing; `ttl` is the
+    max_age of its values (None: kept forever)."""
     try:
         return await js.key_value(bucket)
     except (BucketNotFoundError, NotFoundError):
@@ -62,6 +67,7 @@ async def open_bucket(
         KeyValueConfig(
             bucket=bucket,
             history=history,
+            ttl=ttl,
             storage=StorageType.FILE,
             replicas=replicas,
             direct=True,

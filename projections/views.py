@@ -4,19 +4,22 @@ Layout (one bucket):
   conv.<id>                   ConversationView: the conversation, and how far it is applied
   conv.<id>.item.<pos>        an item, by its position in the conversation (dense, from 0)
   conv.<id>.ref.<item_id>     ItemRef: item id -> position, for `after` and retrieve
-  index                       IndexView: how many conversations were ever created
-  index.<pos>                 IndexEntry: the conversation created at that position
+  index.<tenant>              IndexView: how many conversations the tenant ever created
+  index.<tenant>.<pos>        IndexEntry: the tenant's conversation created at that position
   checkpoint                  {"seq": n}: the projection has applied the log up to n
   resp.<thread>.<resp_id>        ResponseView: a response, under its thread (so erasing a
                                  conversation erases its responses with one prefix)
   resp.<thread>.<resp_id>.input  the response's input items
 Positions are dense counters kept in the parent view, so a page of `limit` items or
-conversations is `limit` key lookups whatever the length of the whole.
+conversations is `limit` key lookups whatever the length of the whole. The conversation
+index is per tenant, so listing one tenant's conversations never reads another's.
 """
 
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from events.schema import DEFAULT_TENANT
 
 POS_WIDTH = 12
 
@@ -30,7 +33,8 @@ class ConversationView(BaseModel):
     deleted: bool = False
     last_seq: int  # stream sequence of the last event of this conversation applied
     next_item_pos: int = 0
-    position: int  # in the global conversation index
+    position: int  # in its tenant's conversation index
+    tenant: str = DEFAULT_TENANT  # the owner (views built before tenants: the default)
     # Responses requested and not finished yet, oldest first: the model workers run a
     # conversation's responses one at a time, in this order.
     pending_responses: list[str] = []
@@ -82,12 +86,21 @@ def ref_key(conversation_id: str, item_id: str) -> str:
     return f"conv.{conversation_id}.ref.{item_id}"
 
 
-INDEX_KEY = "index"
 CHECKPOINT_KEY = "checkpoint"  # {"seq": n}: every event up to n is applied
 
 
-def index_entry_key(pos: int) -> str:
-    return f"index.{pos:0{POS_WIDTH}d}"
+def index_key(tenant: str) -> str:
+    """The tenant's index counter (tenant names are safe key tokens: api/keys.py)."""
+    return f"index.{tenant}"
+
+
+def index_entry_key(tenant: str, pos: int) -> str:
+    return f"index.{tenant}.{pos:0{POS_WIDTH}d}"
+
+
+def is_index_key(key: str) -> bool:
+    """A tenant's index counter (written last in a batch, like the checkpoint)."""
+    return key.startswith("index.") and key.count(".") == 1
 
 
 RESPONSE_TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
@@ -100,6 +113,7 @@ class ResponseView(BaseModel):
 
     id: str
     thread: str  # the conversation, or the response's own id
+    tenant: str = DEFAULT_TENANT
     conversation_id: str | None
     created_at: int
     status: str = "queued"

@@ -10,7 +10,14 @@ from openai import AsyncOpenAI, OpenAI
 from events.connection import connect
 from events.store import EventStore, ensure_stream
 from tests.fake_upstream import fake_upstream
-from tests.servers import Service, api_process, model_map, nats_server
+from tests.servers import (
+    SECURE_KEYS,
+    Service,
+    api_process,
+    model_map,
+    nats_server,
+    secure_api_process,
+)
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +60,24 @@ def api_urls(
 @pytest.fixture(scope="session")
 def api_url(api_urls: list[str]) -> str:
     return api_urls[0]
+
+
+@pytest.fixture(scope="session")
+def secure_url(
+    nats_url: str, api_urls: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An API replica with API keys (tests.servers.SECURE_KEYS) and small limits, on the
+    session's NATS and projector. The other fixtures' replicas run in open mode."""
+    service, url = secure_api_process(nats_url, tmp_path_factory.mktemp("secure"))
+    try:
+        service.wait_http(url, "/readyz")
+        yield url
+    finally:
+        service.stop()
+
+
+def secure_client(url: str, who: str) -> OpenAI:
+    return OpenAI(base_url=f"{url}/v1", api_key=SECURE_KEYS[who]["key"], max_retries=0, timeout=30)
 
 
 def _client(url: str) -> OpenAI:

@@ -2,6 +2,7 @@
 convstore processes started the way an operator starts them."""
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -56,7 +58,10 @@ class Service:
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log = log
-        self.env = {**os.environ, "CONVSTORE_LOG_LEVEL": "warning", **(env or {})}
+        # Keys only from `env`: a developer's own CONVSTORE_API_KEYS must not turn the
+        # open-mode test servers into secured ones.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTORE_API_")}
+        self.env = {**inherited, "CONVSTORE_LOG_LEVEL": "warning", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Service":
@@ -103,3 +108,43 @@ def api_process(nats_url: str, log: Path) -> tuple[Service, str]:
 def model_map(upstream_url: str) -> str:
     """CONVSTORE_MODELS for tests: `fake-*` to the fake upstream, the rest to echo."""
     return json.dumps({"fake-*": {"base_url": upstream_url}, "*": {"provider": "echo"}})
+
+
+# Keys of the secured API replica (conftest `secure_url`): some in the keys file as
+# plaintext, some only as their sha256, one more through CONVSTORE_API_KEYS.
+SECURE_KEYS: dict[str, dict[str, Any]] = {
+    "alice": {"key": "sk-test-alice-0123456789", "tenant": "acme", "name": "alice"},
+    "alice2": {"key": "sk-test-alice2-0123456789", "tenant": "acme", "hashed": True},
+    "bob": {"key": "sk-test-bob-0123456789", "tenant": "globex", "name": "bob"},
+    "root": {"key": "sk-test-root-0123456789", "tenant": "ops", "role": "admin"},
+    "slow": {"key": "sk-test-slow-0123456789", "tenant": "slow", "rps": 0.5, "burst": 2},
+    "fuzz": {"key": "sk-test-fuzz-0123456789", "tenant": "fuzz", "name": "fuzz"},
+    "idem": {"key": "sk-test-idem-0123456789", "tenant": "idem", "hashed": True},
+}
+ENV_KEY = ("sk-test-env-0123456789", "envtenant", "user")
+SECURE_LIMITS = {"CONVSTORE_MAX_BODY_BYTES": "65536", "CONVSTORE_MAX_TEXT_CHARS": "4096"}
+
+
+def write_keys_file(path: Path) -> Path:
+    entries = []
+    for spec in SECURE_KEYS.values():
+        entry = {k: v for k, v in spec.items() if k not in ("key", "hashed")}
+        entry.setdefault("role", "user")
+        if spec.get("hashed"):
+            entry["sha256"] = hashlib.sha256(spec["key"].encode()).hexdigest()
+        else:
+            entry["key"] = spec["key"]
+        entries.append(entry)
+    path.write_text(json.dumps({"keys": entries}))
+    return path
+
+
+def secure_api_process(nats_url: str, tmp: Path) -> tuple[Service, str]:
+    port = free_port()
+    env = {
+        "CONVSTORE_API_KEYS_FILE": str(write_keys_file(tmp / "keys.json")),
+        "CONVSTORE_API_KEYS": ":".join(ENV_KEY),
+        **SECURE_LIMITS,
+    }
+    args = ["api", "--nats-url", nats_url, "--port", str(port)]
+    return Service(args, tmp / "api.log", env).start(), f"http://127.0.0.1:{port}"

@@ -244,6 +244,19 @@ def test_item_larger_than_a_nats_message_is_413_and_writes_nothing(http):
     assert ok.status_code == 200
 
 
+def test_a_body_under_the_body_limit_whose_event_exceeds_a_nats_message_is_413(http):
+    # The 9 MB body above is refused by the body limit (8 MiB) before it is parsed; this
+    # one passes it, and its event is still larger than the server's max_payload - 1 KiB.
+    conv = http.post("/v1/conversations", json={}).json()["id"]
+    item = {"type": "message", "role": "user", "content": "z" * 8_388_000}
+    r = http.post(f"/v1/conversations/{conv}/items", json={"items": [item]})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "request_too_large"
+    assert "exceeds" in r.json()["error"]["message"]
+    assert "limit of 8388608 bytes" not in r.json()["error"]["message"]
+    assert http.get(f"/v1/conversations/{conv}/items").json()["data"] == []
+
+
 def test_asyncapi_document_is_served(http):
     doc = http.get("/v1/asyncapi.json").json()
     assert doc["asyncapi"].startswith("3.")

@@ -6,12 +6,15 @@ from typing import Any
 import pytest
 
 from events.schema import (
+    DEFAULT_TENANT,
     ConversationCreated,
     ConversationDeleted,
+    ConversationPurged,
     Event,
     ItemAdded,
     ItemDeleted,
     MetadataReplaced,
+    decode,
 )
 from projections.apply import Delete, PurgePrefix, Put, State, apply
 from projections.fold import Folder
@@ -19,23 +22,36 @@ from projections.reader import CursorNotFound, ViewReader
 from projections.store import MemoryViews
 from projections.views import (
     CHECKPOINT_KEY,
-    INDEX_KEY,
     ConversationView,
     IndexView,
     ItemRef,
     conversation_children,
     conversation_key,
-    index_entry_key,
+    index_key,
     item_key,
     ref_key,
 )
+from projections.views import index_entry_key as tenant_entry_key
+
+INDEX_KEY = index_key(DEFAULT_TENANT)
+
+
+def index_entry_key(pos: int, tenant: str = DEFAULT_TENANT) -> str:
+    return tenant_entry_key(tenant, pos)
+
 
 # --------------------------------------------------------------------------- helpers
 
 
-def created(cid: str, seq: int, created_at: int = 1_700_000_000, **metadata: str) -> Event:
+def created(
+    cid: str,
+    seq: int,
+    created_at: int = 1_700_000_000,
+    tenant: str = DEFAULT_TENANT,
+    **metadata: str,
+) -> Event:
     return ConversationCreated(
-        conversation_id=cid, created_at=created_at, metadata=metadata, seq=seq
+        conversation_id=cid, created_at=created_at, metadata=metadata, seq=seq, tenant=tenant
     )
 
 
@@ -79,6 +95,7 @@ def conv_dict(
     metadata: dict[str, str] | None = None,
     deleted: bool = False,
     created_at: int = 1_700_000_000,
+    tenant: str = DEFAULT_TENANT,
 ) -> dict[str, Any]:
     """A ConversationView as stored, spelled out by hand."""
     return {
@@ -89,6 +106,7 @@ def conv_dict(
         "last_seq": last_seq,
         "next_item_pos": next_item_pos,
         "position": position,
+        "tenant": tenant,
         "pending_responses": [],
     }
 
@@ -134,7 +152,7 @@ def test_created_takes_the_next_index_position_and_advances_the_index():
     assert new.index == IndexView(count=4, last_seq=10)
     # Data first (the index entry), then the view that commits it, the counter last.
     assert changes == [
-        Put("index.000000000003", {"id": "conv_a"}),
+        Put("index.default.000000000003", {"id": "conv_a"}),
         Put("conv.conv_a", conv_dict("conv_a", position=3, last_seq=10, metadata={"topic": "x"})),
         Put(INDEX_KEY, {"count": 4, "last_seq": 10}),
     ]
@@ -239,7 +257,7 @@ def test_conversation_deleted_marks_purges_children_and_drops_the_index_entry():
 
     assert changes == [
         PurgePrefix("conv.conv_a."),
-        Delete("index.000000000007"),
+        Delete("index.default.000000000007"),
         Put(
             "conv.conv_a",
             conv_dict("conv_a", position=7, last_seq=11, next_item_pos=2, deleted=True),
@@ -354,6 +372,9 @@ def test_a_second_creation_of_the_same_conversation_is_ignored():
 # --------------------------------------------------------------------------- the log
 
 
+TENANTS = (DEFAULT_TENANT, "acme")
+
+
 def make_log(seed: int, n: int = 200) -> list[Event]:
     """A seeded log of mixed events over several conversations, one of them deleted.
 
@@ -382,7 +403,10 @@ def make_log(seed: int, n: int = 200) -> list[Event]:
             convs.append(cid)
             items[cid] = []
             meta = {f"k{i}": str(rng.randint(0, 9)) for i in range(rng.randint(0, 3))}
-            log.append(created(cid, next_seq(), created_at=1_700_000_000 + seq, **meta))
+            tenant = TENANTS[len(convs) % len(TENANTS)]  # not drawn: keeps the rng's sequence
+            log.append(
+                created(cid, next_seq(), created_at=1_700_000_000 + seq, tenant=tenant, **meta)
+            )
         elif roll < 0.55:
             cid = rng.choice(live)
             item_id = f"msg_{len(log)}"
@@ -425,12 +449,13 @@ def reference_views(log: list[Event]) -> dict[str, dict[str, Any]]:
     convs: dict[str, dict[str, Any]] = {}
     items: dict[str, dict[int, dict[str, Any]]] = {}
     refs: dict[str, dict[str, dict[str, Any]]] = {}
-    entries: dict[int, str] = {}
-    index: dict[str, int] | None = None
+    entries: dict[tuple[str, int], str] = {}  # (tenant, position) -> conversation
+    indexes: dict[str, dict[str, int]] = {}  # per tenant
     for e in log:
         c = convs.get(e.conversation_id)
         if isinstance(e, ConversationCreated):
             if c is None:
+                index = indexes.get(e.tenant)
                 pos = index["count"] if index else 0
                 convs[e.conversation_id] = conv_dict(
                     e.conversation_id,
@@ -438,10 +463,11 @@ def reference_views(log: list[Event]) -> dict[str, dict[str, Any]]:
                     last_seq=e.seq,
                     metadata=dict(e.metadata),
                     created_at=e.created_at,
+                    tenant=e.tenant,
                 )
                 items[e.conversation_id], refs[e.conversation_id] = {}, {}
-                entries[pos] = e.conversation_id
-                index = {"count": pos + 1, "last_seq": e.seq}
+                entries[e.tenant, pos] = e.conversation_id
+                indexes[e.tenant] = {"count": pos + 1, "last_seq": e.seq}
             continue
         if c is None:
             continue
@@ -463,15 +489,14 @@ def reference_views(log: list[Event]) -> dict[str, dict[str, Any]]:
         elif isinstance(e, ConversationDeleted):
             c["deleted"] = True
             items[cid], refs[cid] = {}, {}
-            del entries[c["position"]]
+            del entries[c["tenant"], c["position"]]
     out: dict[str, dict[str, Any]] = {}
     for cid, c in convs.items():
         out[conversation_key(cid)] = c
         out.update({item_key(cid, p): v for p, v in items[cid].items()})
         out.update({ref_key(cid, i): r for i, r in refs[cid].items()})
-    out.update({index_entry_key(p): {"id": cid} for p, cid in entries.items()})
-    if index:
-        out[INDEX_KEY] = index
+    out.update({index_entry_key(p, t): {"id": cid} for (t, p), cid in entries.items()})
+    out.update({index_key(t): index for t, index in indexes.items()})
     if log:
         out[CHECKPOINT_KEY] = {"seq": log[-1].seq}
     return out
@@ -883,7 +908,7 @@ async def conversations_fixture() -> ViewReader:
 
 async def test_conversations_page_newest_first_skipping_deleted():
     reader = await conversations_fixture()
-    page = await reader.conversations(None, 20, "desc")
+    page = await reader.conversations(DEFAULT_TENANT, None, 20, "desc")
     assert ids(page) == ["conv_5", "conv_4", "conv_3", "conv_1"]
     assert not page.has_more
     assert page.data[0] == {
@@ -892,32 +917,32 @@ async def test_conversations_page_newest_first_skipping_deleted():
         "created_at": 1_700_000_005,
         "metadata": {"n": "x"},
     }
-    page = await reader.conversations(None, 20, "asc")
+    page = await reader.conversations(DEFAULT_TENANT, None, 20, "asc")
     assert (ids(page), page.has_more) == (["conv_1", "conv_3", "conv_4", "conv_5"], False)
 
 
 async def test_conversations_pages_and_cursors():
     reader = await conversations_fixture()
-    page = await reader.conversations(None, 2, "desc")
+    page = await reader.conversations(DEFAULT_TENANT, None, 2, "desc")
     assert (ids(page), page.has_more) == (["conv_5", "conv_4"], True)
-    page = await reader.conversations("conv_4", 2, "desc")
+    page = await reader.conversations(DEFAULT_TENANT, "conv_4", 2, "desc")
     # Only the deleted conv_0 is left below conv_1: no more pages.
     assert (ids(page), page.has_more) == (["conv_3", "conv_1"], False)
-    page = await reader.conversations(None, 3, "desc")
+    page = await reader.conversations(DEFAULT_TENANT, None, 3, "desc")
     assert (ids(page), page.has_more) == (["conv_5", "conv_4", "conv_3"], True)
-    page = await reader.conversations(None, 4, "desc")
+    page = await reader.conversations(DEFAULT_TENANT, None, 4, "desc")
     assert (ids(page), page.has_more) == (["conv_5", "conv_4", "conv_3", "conv_1"], False)
-    page = await reader.conversations("conv_1", 2, "asc")
+    page = await reader.conversations(DEFAULT_TENANT, "conv_1", 2, "asc")
     assert (ids(page), page.has_more) == (["conv_3", "conv_4"], True)
-    page = await reader.conversations("conv_4", 2, "asc")
+    page = await reader.conversations(DEFAULT_TENANT, "conv_4", 2, "asc")
     assert (ids(page), page.has_more) == (["conv_5"], False)
     # A deleted conversation still works as a cursor.
-    page = await reader.conversations("conv_2", 5, "desc")
+    page = await reader.conversations(DEFAULT_TENANT, "conv_2", 5, "desc")
     assert (ids(page), page.has_more) == (["conv_1"], False)
-    page = await reader.conversations("conv_2", 1, "asc")
+    page = await reader.conversations(DEFAULT_TENANT, "conv_2", 1, "asc")
     assert (ids(page), page.has_more) == (["conv_3"], True)
     with pytest.raises(CursorNotFound):
-        await reader.conversations("conv_nope", 2, "desc")
+        await reader.conversations(DEFAULT_TENANT, "conv_nope", 2, "desc")
 
 
 @pytest.mark.parametrize("n", [1, 2])
@@ -929,7 +954,7 @@ async def test_a_half_written_creation_is_not_listed(n):
     with pytest.raises(SimulatedCrash):
         await Folder(CrashingViews(data, {n + 1})).fold([created("conv_2", 3)])
     assert data.data[INDEX_KEY]["count"] == 2
-    page = await ViewReader(data).conversations(None, 20, "desc")
+    page = await ViewReader(data).conversations(DEFAULT_TENANT, None, 20, "desc")
     assert (ids(page), page.has_more) == (["conv_1", "conv_0"], False)
 
 
@@ -937,14 +962,14 @@ async def test_conversations_trust_the_deleted_flag_of_the_view():
     # An index entry that outlived its conversation's deletion is not listed.
     reader, views = await reader_over([created("conv_0", 1), created("conv_1", 2)])
     views.data[conversation_key("conv_1")] = {**views.data["conv.conv_1"], "deleted": True}
-    page = await reader.conversations(None, 20, "desc")
+    page = await reader.conversations(DEFAULT_TENANT, None, 20, "desc")
     assert (ids(page), page.has_more) == (["conv_0"], False)
 
 
 async def test_conversations_on_empty_views():
     reader = ViewReader(MemoryViews())
     for order in ("asc", "desc"):
-        page = await reader.conversations(None, 20, order)
+        page = await reader.conversations(DEFAULT_TENANT, None, 20, order)
         assert (page.data, page.has_more) == ([], False)
 
 
@@ -973,6 +998,7 @@ async def big_views() -> MemoryViews:
     events: list[Event] = [created("conv_big", 1)]
     events += [added("conv_big", f"msg_{i}", i + 2) for i in range(n)]
     events += [created(f"conv_{i}", n + 2 + i) for i in range(n)]
+    events += [created(f"conv_tiny_{i}", 2 * n + 2 + i, tenant="tiny") for i in range(3)]
     return await fold_all(events)
 
 
@@ -1002,6 +1028,59 @@ async def test_an_items_page_reads_about_limit_keys(big_views, after, order, fir
 @pytest.mark.parametrize("order", ["asc", "desc"])
 async def test_a_conversations_page_reads_about_limit_keys(big_views, after, order):
     counting = CountingViews(big_views)
-    page = await ViewReader(counting).conversations(after, 20, order)
+    page = await ViewReader(counting).conversations(DEFAULT_TENANT, after, 20, order)
     assert len(page.data) == 20 and page.has_more
     assert counting.keys < 50, counting.keys
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_a_small_tenants_page_costs_nothing_of_a_big_tenants_index(big_views, order):
+    counting = CountingViews(big_views)
+    page = await ViewReader(counting).conversations("tiny", None, 20, order)
+    expected = [f"conv_tiny_{i}" for i in range(3)]
+    assert ids(page) == (expected if order == "asc" else expected[::-1])
+    assert not page.has_more
+    assert counting.keys < 10, counting.keys
+
+
+# --------------------------------------------------------------------------- tenants
+
+
+async def test_each_tenant_lists_only_its_own_conversations_from_its_own_index():
+    events: list[Event] = []
+    for i in range(8):
+        tenant = "acme" if i % 3 else "globex"
+        events.append(created(f"conv_{i}", i + 1, tenant=tenant))
+    events.append(conv_deleted("conv_4", 9))
+    reader, views = await reader_over(events)
+    acme = await reader.conversations("acme", None, 20, "asc")
+    globex = await reader.conversations("globex", None, 20, "asc")
+    assert ids(acme) == ["conv_1", "conv_2", "conv_5", "conv_7"]
+    assert ids(globex) == ["conv_0", "conv_3", "conv_6"]
+    assert ids(await reader.conversations(DEFAULT_TENANT, None, 20, "asc")) == []
+    # Dense positions per tenant: a page never walks another tenant's entries.
+    assert views.data[index_key("acme")]["count"] == 5
+    assert views.data[index_key("globex")]["count"] == 3
+    assert views.data[conversation_key("conv_6")]["position"] == 2
+    assert index_entry_key(2, "acme") not in views.data  # conv_4, deleted
+    # Another tenant's conversation is no cursor: the same as an unknown id.
+    with pytest.raises(CursorNotFound):
+        await reader.conversations("acme", "conv_3", 2, "desc")
+    page = await reader.conversations("acme", "conv_5", 1, "desc")
+    assert (ids(page), page.has_more) == (["conv_2"], True)
+
+
+async def test_a_purge_removes_the_entry_from_its_tenants_index():
+    events = [created("conv_a", 1, tenant="acme"), created("conv_b", 2, tenant="acme")]
+    events.append(ConversationPurged(conversation_id="conv_a", purged_events=1, seq=3))
+    reader, views = await reader_over(events)
+    assert ids(await reader.conversations("acme", None, 20, "asc")) == ["conv_b"]
+    assert index_entry_key(0, "acme") not in views.data
+    assert conversation_key("conv_a") not in views.data
+
+
+def test_a_view_written_before_tenants_belongs_to_the_default_tenant():
+    old = {"id": "conv_a", "created_at": 1, "metadata": {}, "last_seq": 3, "position": 0}
+    assert ConversationView(**old).tenant == DEFAULT_TENANT
+    old_event = b'{"type":"ConversationCreated","conversation_id":"conv_a","created_at":1}'
+    assert decode(old_event).tenant == DEFAULT_TENANT

@@ -199,7 +199,7 @@ class ModelWorker:
                 actor={"id": self.name, "kind": "worker"},
             )
             try:
-                await self.store.append([claim], head.seq, head.hash)
+                await self.store.append([claim], head.seq, head.hash, head.tenant)
             except ConcurrencyConflict:
                 continue  # the thread moved (a cancel, another claim, new items): decide again
             return Claim(view, claim.attempt, context, next_seq)
@@ -320,7 +320,7 @@ class ModelWorker:
             if attempt is not None and (view.status != "in_progress" or view.attempt != attempt):
                 return None  # cancelled, or taken over after we stalled
             try:
-                seq = await self.store.append(events, head.seq, head.hash)
+                seq = await self.store.append(events, head.seq, head.hash, head.tenant)
             except ConcurrencyConflict:
                 continue
             return await self.reader.response_at(request.response_id, seq)

@@ -6,8 +6,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 
 from api import validation
+from api.auth import Caller, require_tenant
 from api.errors import invalid, not_found
-from api.services import Svc, actor
+from api.keys import Principal
+from api.services import Svc, client_ip
+from api.tenancy import check_owner, conversation_not_found, owned_live_head
 from events import commands
 from events.history import History
 from events.ids import new_id
@@ -38,31 +41,39 @@ def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 
 
 async def conversation_reader(
-    svc: Svc, conversation_id: str, as_of: str | None
+    svc: Svc, caller: Principal, conversation_id: str, as_of: str | None
 ) -> tuple[ConversationView, ViewReader]:
-    """The live view (read-your-writes), or the view as of a log position or time."""
+    """The live view (read-your-writes), or the view as of a log position or time; either
+    only of a conversation of the caller's tenant."""
     point = validation.as_of(as_of)
     if point is None:
-        head = await commands.live_head(svc.store, conversation_id)
+        head = await owned_live_head(svc.store, caller, conversation_id)
         return await svc.reader.conversation_at(conversation_id, head.seq), svc.reader
     reader = await reader_as_of(History(svc.store), conversation_id, seq=point[0], time=point[1])
     view = await reader.conversation(conversation_id)
     if view is None or view.deleted:
-        raise not_found(f"Conversation with id '{conversation_id}' not found.")
+        raise not_found(conversation_not_found(conversation_id))
+    require_tenant(caller, view.tenant, conversation_not_found(conversation_id))
     return view, reader
 
 
 @router.post("")
-async def create_conversation(svc: Svc, request: Request, body: JSONBody = None) -> dict[str, Any]:
+async def create_conversation(
+    svc: Svc, caller: Caller, request: Request, body: JSONBody = None
+) -> dict[str, Any]:
     body = body or {}
-    validation.encodable(body)
+    validation.encodable(body, max_chars=svc.limits.max_text_chars)
     created_at = int(time.time())
     metadata = validation.metadata(body.get("metadata"))
     items = validation.items(body.get("items"), created_at, required=False)
-    who = actor(request)
+    who = caller.actor(client_ip(request))
     conv_id = new_id("conv")
     created = ConversationCreated(
-        conversation_id=conv_id, created_at=created_at, metadata=metadata, actor=who
+        conversation_id=conv_id,
+        created_at=created_at,
+        metadata=metadata,
+        tenant=caller.tenant,
+        actor=who,
     )
     added = [ItemAdded(conversation_id=conv_id, item=i, actor=who) for i in items]
     await commands.create(svc.store, [created, *added])
@@ -72,16 +83,18 @@ async def create_conversation(svc: Svc, request: Request, body: JSONBody = None)
 @router.get("")
 async def list_conversations(
     svc: Svc,
+    caller: Caller,
     after: str | None = None,
     limit: int | None = Query(None),
     order: str | None = None,
 ) -> dict[str, Any]:
-    """Not in OpenAI's API: every live conversation, newest first, paged like items."""
+    """Not in OpenAI's API: the caller's tenant's live conversations, newest first, paged
+    like items."""
     limit, order_ = validation.page(limit, order)
     after = validation.cursor(after)
     await svc.reader.wait_checkpoint(await svc.store.last_seq())
     try:
-        page = await svc.reader.conversations(after, limit, order_)
+        page = await svc.reader.conversations(caller.tenant, after, limit, order_)
     except CursorNotFound:
         raise invalid(f"Invalid 'after': no conversation with id '{after}'.", "after") from None
     return list_object(page.data, page.has_more)
@@ -90,38 +103,41 @@ async def list_conversations(
 @router.get("/{conversation_id}")
 async def retrieve_conversation(
     svc: Svc,
+    caller: Caller,
     conversation_id: str,
     as_of: str | None = Query(None, description="log position or RFC 3339 time"),
 ) -> dict[str, Any]:
     conversation_id = validation.conversation_id(conversation_id)
-    view, _ = await conversation_reader(svc, conversation_id, as_of)
+    view, _ = await conversation_reader(svc, caller, conversation_id, as_of)
     return view.public()
 
 
 @router.post("/{conversation_id}")
 async def update_conversation(
     svc: Svc,
+    caller: Caller,
     conversation_id: str,
     request: Request,
     body: JSONBody = None,
 ) -> dict[str, Any]:
     conversation_id = validation.conversation_id(conversation_id)
     body = body or {}
-    validation.encodable(body)
+    validation.encodable(body, max_chars=svc.limits.max_text_chars)
     if "metadata" not in body:
         raise invalid(
             "Missing required parameter: 'metadata'.", "metadata", "missing_required_parameter"
         )
     metadata = validation.metadata(body["metadata"])
-    who = actor(request)
+    who = caller.actor(client_ip(request))
 
-    async def decide(_: Head) -> list[EventBase]:
+    async def decide(head: Head) -> list[EventBase]:
+        await check_owner(svc.store, caller, conversation_id, head)
         return [MetadataReplaced(conversation_id=conversation_id, metadata=metadata, actor=who)]
 
     await commands.decide_and_append(svc.store, conversation_id, decide)
     created = await svc.store.creation(conversation_id)
     if created is None:  # purged between the append and now
-        raise not_found(f"Conversation with id '{conversation_id}' not found.")
+        raise not_found(conversation_not_found(conversation_id))
     return {
         "id": conversation_id,
         "object": "conversation",
@@ -131,11 +147,14 @@ async def update_conversation(
 
 
 @router.delete("/{conversation_id}")
-async def delete_conversation(svc: Svc, conversation_id: str, request: Request) -> dict[str, Any]:
+async def delete_conversation(
+    svc: Svc, caller: Caller, conversation_id: str, request: Request
+) -> dict[str, Any]:
     conversation_id = validation.conversation_id(conversation_id)
-    who = actor(request)
+    who = caller.actor(client_ip(request))
 
-    async def decide(_: Head) -> list[EventBase]:
+    async def decide(head: Head) -> list[EventBase]:
+        await check_owner(svc.store, caller, conversation_id, head)
         return [ConversationDeleted(conversation_id=conversation_id, actor=who)]
 
     await commands.decide_and_append(svc.store, conversation_id, decide)

@@ -10,14 +10,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api import validation
+from api.auth import Caller, require_admin
 from api.errors import invalid, not_found
 from api.routes.conversations import list_object
 from api.services import Svc
+from api.tenancy import check_owner, conversation_not_found
 from events.asyncapi import asyncapi_schema
 from events.history import History, StoredEvent
 
 router = APIRouter(prefix="/v1", tags=["events"])
 HEARTBEAT = 15.0
+MAX_POSITION = 2**63 - 1  # JetStream sequences are uint64; beyond int64 NATS refuses them
 
 
 def wants_stream(request: Request, stream: bool | None) -> bool:
@@ -31,7 +34,7 @@ def start_position(request: Request, after: int | None) -> int:
     last = request.headers.get("last-event-id")
     if last is None:
         return 0
-    if not last.isdigit():
+    if not last.isdigit() or int(last) > MAX_POSITION:
         raise invalid("Invalid 'Last-Event-ID': expected a log position.", "Last-Event-ID")
     return int(last)
 
@@ -77,8 +80,8 @@ async def events_response(
     order: str | None,
     stream_: bool | None,
 ) -> StreamingResponse | dict[str, object]:
-    if after is not None and after < 0:
-        raise invalid("Invalid 'after': expected a log position >= 0.", "after")
+    if after is not None and not 0 <= after <= MAX_POSITION:
+        raise invalid(f"Invalid 'after': expected a log position 0..{MAX_POSITION}.", "after")
     history = History(svc.store)
     if wants_stream(request, stream_):
         frames = stream(history, conversation_id, start_position(request, after))
@@ -98,6 +101,7 @@ async def events_response(
 @router.get("/conversations/{conversation_id}/events", response_model=None)
 async def conversation_events(
     svc: Svc,
+    caller: Caller,
     conversation_id: str,
     request: Request,
     after: int | None = Query(None, description="log position; list and stream start after it"),
@@ -105,27 +109,34 @@ async def conversation_events(
     order: str | None = Query(None, description="asc (default) or desc"),
     stream_: bool | None = Query(None, alias="stream"),
 ) -> StreamingResponse | dict[str, object]:
-    """Every event of a conversation, deleted ones included, even after it was deleted."""
+    """Every event of a conversation, deleted ones included, even after it was deleted.
+    Only the owner tenant's keys see them, and admin keys (the audit view across tenants)."""
     conversation_id = validation.conversation_id(conversation_id)
-    if await svc.store.head(conversation_id) is None:
-        raise not_found(f"Conversation with id '{conversation_id}' not found.")
+    head = await svc.store.head(conversation_id)
+    if head is None:
+        raise not_found(conversation_not_found(conversation_id))
+    if not caller.is_admin:
+        await check_owner(svc.store, caller, conversation_id, head)
     return await events_response(svc, request, conversation_id, after, limit, order, stream_)
 
 
 @router.get("/events", response_model=None)
 async def all_events(
     svc: Svc,
+    caller: Caller,
     request: Request,
     after: int | None = Query(None),
     limit: int | None = Query(None),
     order: str | None = Query(None),
     stream_: bool | None = Query(None, alias="stream"),
 ) -> StreamingResponse | dict[str, object]:
-    """Every event of every conversation, in log order."""
+    """Every event of every conversation, in log order: every tenant's, so admin keys only
+    (403 for user keys; a user reads its own conversations' events one by one)."""
+    require_admin(caller, "the global event feed (GET /v1/events)")
     return await events_response(svc, request, None, after, limit, order, stream_)
 
 
 @router.get("/asyncapi.json", tags=["events"])
-async def asyncapi() -> dict[str, object]:
+async def asyncapi(_: Caller) -> dict[str, object]:
     """The AsyncAPI document of the event subjects, for services subscribing on NATS."""
     return asyncapi_schema()

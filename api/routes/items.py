@@ -6,9 +6,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 
 from api import validation
+from api.auth import Caller
 from api.errors import invalid, not_found
 from api.routes.conversations import conversation_reader, list_object
-from api.services import Svc, actor, include_param
+from api.services import Svc, client_ip, include_param
+from api.tenancy import check_owner
 from events import commands
 from events.schema import EventBase, ItemAdded, ItemDeleted
 from events.store import Head
@@ -20,6 +22,7 @@ router = APIRouter(prefix="/v1/conversations/{conversation_id}/items", tags=["it
 @router.post("")
 async def create_items(
     svc: Svc,
+    caller: Caller,
     conversation_id: str,
     request: Request,
     body: Annotated[dict[str, Any] | None, Body()] = None,
@@ -27,11 +30,12 @@ async def create_items(
     conversation_id = validation.conversation_id(conversation_id)
     validation.include(include_param(request))
     body = body or {}
-    validation.encodable(body)
+    validation.encodable(body, max_chars=svc.limits.max_text_chars)
     items = validation.items(body.get("items"), int(time.time()), required=True)
-    who = actor(request)
+    who = caller.actor(client_ip(request))
 
-    async def decide(_: Head) -> list[EventBase]:
+    async def decide(head: Head) -> list[EventBase]:
+        await check_owner(svc.store, caller, conversation_id, head)
         return [ItemAdded(conversation_id=conversation_id, item=i, actor=who) for i in items]
 
     await commands.decide_and_append(svc.store, conversation_id, decide)
@@ -41,6 +45,7 @@ async def create_items(
 @router.get("")
 async def list_items(
     svc: Svc,
+    caller: Caller,
     conversation_id: str,
     request: Request,
     after: str | None = None,
@@ -52,7 +57,7 @@ async def list_items(
     limit, order_ = validation.page(limit, order)
     after = validation.cursor(after)
     validation.include(include_param(request))
-    view, reader = await conversation_reader(svc, conversation_id, as_of)
+    view, reader = await conversation_reader(svc, caller, conversation_id, as_of)
     try:
         page = await reader.items(view, after, limit, order_)
     except CursorNotFound:
@@ -65,6 +70,7 @@ async def list_items(
 @router.get("/{item_id}")
 async def retrieve_item(
     svc: Svc,
+    caller: Caller,
     conversation_id: str,
     item_id: str,
     request: Request,
@@ -73,7 +79,7 @@ async def retrieve_item(
     conversation_id = validation.conversation_id(conversation_id)
     item_id = validation.item_id(item_id)
     validation.include(include_param(request))
-    _, reader = await conversation_reader(svc, conversation_id, as_of)
+    _, reader = await conversation_reader(svc, caller, conversation_id, as_of)
     item = await reader.item(conversation_id, item_id)
     if item is None:
         raise not_found(f"Item with id '{item_id}' not found.")
@@ -82,15 +88,16 @@ async def retrieve_item(
 
 @router.delete("/{item_id}")
 async def delete_item(
-    svc: Svc, conversation_id: str, item_id: str, request: Request
+    svc: Svc, caller: Caller, conversation_id: str, item_id: str, request: Request
 ) -> dict[str, Any]:
     """Deletes one item; returns the Conversation, as OpenAI does."""
     conversation_id = validation.conversation_id(conversation_id)
     item_id = validation.item_id(item_id)
-    who = actor(request)
+    who = caller.actor(client_ip(request))
     state: dict[str, Any] = {}
 
     async def decide(head: Head) -> list[EventBase]:
+        await check_owner(svc.store, caller, conversation_id, head)
         view = await svc.reader.conversation_at(conversation_id, head.seq)
         if await svc.reader.item(conversation_id, item_id) is None:
             raise not_found(f"Item with id '{item_id}' not found.")

@@ -15,10 +15,13 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api import validation
+from api.auth import Caller, require_tenant
 from api.errors import APIError, invalid, not_found
+from api.keys import Principal
 from api.response_params import ResponseParams, parse
 from api.routes.conversations import list_object
-from api.services import Services, Svc, actor, include_param
+from api.services import Services, Svc, client_ip, include_param
+from api.tenancy import check_owner
 from events import commands, response_stream
 from events.ids import new_response_id, response_thread
 from events.schema import Actor, EventBase, ResponseCancelled, ResponseDeleted, ResponseRequested
@@ -42,17 +45,21 @@ def _thread_of(response_id: str) -> str:
     return response_thread(response_id)
 
 
-async def _read(svc: Services, response_id: str) -> tuple[Head, ResponseView]:
-    """The response as of its thread's head (read-your-writes), or 404."""
+async def _read(svc: Services, caller: Principal, response_id: str) -> tuple[Head, ResponseView]:
+    """The response as of its thread's head (read-your-writes), or 404 (also when it is
+    another tenant's: the same answer as for an id that never existed)."""
     thread = _thread_of(response_id)
     head = await svc.store.head(thread)
     if head is None or (head.event_type in GONE and thread == response_id):
         raise _missing(response_id)
     if head.event_type == "ConversationPurged":
         raise _missing(response_id)
+    if head.tenant is not None:  # refuse before waiting for the views
+        require_tenant(caller, head.tenant, f"Response with id '{response_id}' not found.")
     view = await svc.reader.response_at(response_id, head.seq)
     if view is None or not view.store:
         raise _missing(response_id)
+    require_tenant(caller, view.tenant, f"Response with id '{response_id}' not found.")
     return head, view
 
 
@@ -70,10 +77,10 @@ def _response_head(response_id: str) -> Any:
     return head_of
 
 
-async def _previous(svc: Services, previous_id: str) -> None:
+async def _previous(svc: Services, caller: Principal, previous_id: str) -> None:
     """A previous response must exist and have finished with output to continue from."""
     try:
-        _, view = await _read(svc, previous_id)
+        _, view = await _read(svc, caller, previous_id)
     except APIError:
         raise invalid(
             f"Previous response with id '{previous_id}' not found.", "previous_response_id"
@@ -86,7 +93,9 @@ async def _previous(svc: Services, previous_id: str) -> None:
         )
 
 
-async def _request(svc: Services, p: ResponseParams, who: Actor, created_at: int) -> ResponseView:
+async def _request(
+    svc: Services, caller: Principal, p: ResponseParams, who: Actor, created_at: int
+) -> ResponseView:
     """Append the ResponseRequested event: on the conversation, or on a thread of its own."""
 
     def event(thread: str, response_id: str, head_seq: int) -> ResponseRequested:
@@ -105,6 +114,7 @@ async def _request(svc: Services, p: ResponseParams, who: Actor, created_at: int
             params=p.params,
             context_seq=head_seq,
             actor=who,
+            tenant=caller.tenant,
         )
 
     if p.conversation_id:
@@ -112,6 +122,7 @@ async def _request(svc: Services, p: ResponseParams, who: Actor, created_at: int
         requested: list[ResponseRequested] = []
 
         async def decide(head: Head) -> list[EventBase]:
+            await check_owner(svc.store, caller, p.conversation_id or "", head)
             requested[:] = [event(p.conversation_id or "", response_id, head.seq)]
             return list(requested)
 
@@ -119,10 +130,10 @@ async def _request(svc: Services, p: ResponseParams, who: Actor, created_at: int
         request = requested[0]
     else:
         if p.previous_response_id:
-            await _previous(svc, p.previous_response_id)
+            await _previous(svc, caller, p.previous_response_id)
         response_id = new_response_id(None)
         request = event(response_id, response_id, 0)
-        seq = await svc.store.append([request], expected_last_seq=0)
+        seq = await svc.store.append([request], expected_last_seq=0, tenant=caller.tenant)
     view, _ = apply_response(None, request.model_copy(update={"seq": seq}))
     assert view is not None
     return view
@@ -150,11 +161,14 @@ def _streaming(svc: Services, response_id: str, starting_after: int | None) -> S
 
 @router.post("", response_model=None)
 async def create_response(
-    svc: Svc, request: Request, body: Annotated[dict[str, Any] | None, Body()] = None
+    svc: Svc,
+    caller: Caller,
+    request: Request,
+    body: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> StreamingResponse | dict[str, Any]:
     created_at = int(time.time())
-    p = parse(body or {}, created_at)
-    view = await _request(svc, p, actor(request), created_at)
+    p = parse(body or {}, created_at, svc.limits.max_text_chars)
+    view = await _request(svc, caller, p, caller.actor(client_ip(request)), created_at)
     if p.stream:
         return _streaming(svc, view.id, None)
     if p.background:
@@ -162,20 +176,21 @@ async def create_response(
     async for event in response_stream.follow(svc.js, view.id):
         if event["type"] in response_stream.TERMINAL_TYPES and "response" in event:
             return dict(event["response"])
-    _, view = await _read(svc, view.id)
+    _, view = await _read(svc, caller, view.id)
     return view.public()
 
 
 @router.get("/{response_id}", response_model=None)
 async def retrieve_response(
     svc: Svc,
+    caller: Caller,
     response_id: str,
     request: Request,
     stream: bool = False,
     starting_after: int | None = Query(None, ge=0),
 ) -> StreamingResponse | dict[str, Any]:
     validation.include(include_param(request))
-    _, view = await _read(svc, response_id)
+    _, view = await _read(svc, caller, response_id)
     if stream:
         if view.terminal and await response_stream.last_event(svc.js, view.id) is None:
             # Its streaming events have expired: what is left to say is how it ended.
@@ -194,10 +209,12 @@ def _one_event(event: dict[str, Any], starting_after: int | None) -> StreamingRe
 
 
 @router.delete("/{response_id}")
-async def delete_response(svc: Svc, response_id: str, request: Request) -> dict[str, Any]:
+async def delete_response(
+    svc: Svc, caller: Caller, response_id: str, request: Request
+) -> dict[str, Any]:
     thread = _thread_of(response_id)
-    await _read(svc, response_id)
-    who = actor(request)
+    await _read(svc, caller, response_id)
+    who = caller.actor(client_ip(request))
 
     async def decide(head: Head) -> list[EventBase]:
         view = await svc.reader.response_at(response_id, head.seq)
@@ -210,12 +227,14 @@ async def delete_response(svc: Svc, response_id: str, request: Request) -> dict[
 
 
 @router.post("/{response_id}/cancel")
-async def cancel_response(svc: Svc, response_id: str, request: Request) -> dict[str, Any]:
+async def cancel_response(
+    svc: Svc, caller: Caller, response_id: str, request: Request
+) -> dict[str, Any]:
     """Cancel a background response. A queued one ends here; one in progress ends when its
     worker sees the event (its upstream call is stopped at once)."""
     thread = _thread_of(response_id)
-    await _read(svc, response_id)
-    who = actor(request)
+    await _read(svc, caller, response_id)
+    who = caller.actor(client_ip(request))
     seen: list[ResponseView] = []
 
     async def decide(head: Head) -> list[EventBase]:
@@ -259,6 +278,7 @@ async def _cancel(svc: Services, thread: str, response_id: str, decide: Any) -> 
 @router.get("/{response_id}/input_items")
 async def list_input_items(
     svc: Svc,
+    caller: Caller,
     response_id: str,
     request: Request,
     after: str | None = None,
@@ -268,7 +288,7 @@ async def list_input_items(
     limit_, order_ = validation.page(limit, order)
     after = validation.cursor(after)
     validation.include(include_param(request))
-    _, view = await _read(svc, response_id)
+    _, view = await _read(svc, caller, response_id)
     items = await svc.reader.response_input(view.id)
     if order_ == "desc":
         items.reverse()
