@@ -132,11 +132,67 @@ class CreateItems(BaseModel):
     items: InputItems = Field(min_length=1, max_length=MAX_ITEMS)
 
 
+class ConversationRef(BaseModel):
+    id: str
+
+
+class CreateResponse(BaseModel):
+    """Unknown fields are accepted and ignored, as OpenAI does (README, Responses)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | InputItems
+    instructions: str | None = None
+    conversation: str | ConversationRef | None = None
+    previous_response_id: str | None = None
+    store: bool | None = None
+    stream: bool | None = None
+    background: bool | None = None
+    metadata: Metadata | None = MetadataField
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_output_tokens: int | None = Field(None, ge=16)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    user: str | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+
+
+class Response(BaseModel):
+    """OpenAI's Response object (every field is present; see README, Responses)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
+    model: str
+    output: list[Item]
+    error: dict[str, Any] | None
+    incomplete_details: dict[str, Any] | None
+    conversation: ConversationRef | None
+    previous_response_id: str | None
+    background: bool
+    store: bool
+    metadata: Metadata
+    usage: dict[str, Any] | None
+
+
+class ResponseDeleted(BaseModel):
+    id: str
+    object: Literal["response.deleted"]
+    deleted: bool
+
+
 CONV = "/v1/conversations/{conversation_id}"
+RESP = "/v1/responses/{response_id}"
 BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("post", "/v1/conversations"): CreateConversation,
     ("post", CONV): UpdateConversation,
     ("post", f"{CONV}/items"): CreateItems,
+    ("post", "/v1/responses"): CreateResponse,
 }
 RESULTS: dict[tuple[str, str], type[BaseModel]] = {
     ("post", "/v1/conversations"): Conversation,
@@ -150,10 +206,20 @@ RESULTS: dict[tuple[str, str], type[BaseModel]] = {
     ("delete", f"{CONV}/items/{{item_id}}"): Conversation,
     ("get", f"{CONV}/events"): EventList,
     ("get", "/v1/events"): EventList,
+    ("post", "/v1/responses"): Response,
+    ("get", RESP): Response,
+    ("delete", RESP): ResponseDeleted,
+    ("post", f"{RESP}/cancel"): Response,
+    ("get", f"{RESP}/input_items"): ItemList,
     ("get", "/healthz"): Health,
     ("get", "/readyz"): Health,
 }
-STREAMS = {("get", f"{CONV}/events"), ("get", "/v1/events")}
+STREAMS = {
+    ("get", f"{CONV}/events"),
+    ("get", "/v1/events"),
+    ("post", "/v1/responses"),
+    ("get", RESP),
+}
 ERRORS = {
     400: "Invalid request (OpenAI's wording; `param` names the field)",
     401: "Missing or unknown API key (`invalid_api_key`)",
@@ -181,7 +247,7 @@ def _statuses(method: str, path: str) -> list[int]:
     if not path.startswith("/v1/"):
         return [503] if path == "/readyz" else []
     out = [400, 401, 429, 503]
-    if "{" in path:
+    if "{" in path or path == "/v1/responses":  # a response's conversation may not exist
         out.append(404)
     if method == "post":
         out += [409, 413]
