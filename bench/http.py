@@ -68,6 +68,8 @@ class Streamed:
     deltas: int
     events: int
     text: str
+    response_id: str | None  # from the first event that carries the Response
+    sent_at: float  # wall clock (time.time()), to line up with the servers' timestamps
 
 
 def _frame_type(frame: bytes) -> tuple[str, bytes]:
@@ -94,8 +96,9 @@ async def stream_response(
     be what is measured. A stream that does not end with `response.completed` (or
     `.incomplete`) is an error. `text` also collects the deltas (to check the answer).
     """
-    start = time.perf_counter()
+    sent_at, start = time.time(), time.perf_counter()
     first_event = 0.0
+    response_id: str | None = None
     first_delta: float | None = None
     deltas = events = 0
     parts: list[str] = []
@@ -118,6 +121,8 @@ async def stream_response(
                     continue  # a comment or keep-alive
                 events += 1
                 first_event = first_event or now
+                if response_id is None and kind.startswith("response.") and b'"response"' in data:
+                    response_id = json.loads(data).get("response", {}).get("id")
                 if kind == "response.output_text.delta":
                     deltas += 1
                     first_delta = now if first_delta is None else first_delta
@@ -127,7 +132,17 @@ async def stream_response(
                     if kind not in ("response.completed", "response.incomplete"):
                         raise HttpFailure(f"streamed response ended with {kind}: {data[:300]!r}")
                     text_ = "".join(parts)
-                    done = Streamed(accepted, first_event, first_delta, now, deltas, events, text_)
+                    done = Streamed(
+                        accepted,
+                        first_event,
+                        first_delta,
+                        now,
+                        deltas,
+                        events,
+                        text_,
+                        response_id,
+                        sent_at,
+                    )
     if done is None:
         raise HttpFailure(f"stream closed after {events} events without a terminal event")
     return done

@@ -151,6 +151,7 @@ def _response_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         first = (series.get("first_event") or {}).get("p50_ms")
         if accepted is not None and first is not None:
             rows.append(("", "headers, 1st event p50", f"{accepted:.2f}, {first:.2f} ms", "", ""))
+        rows.extend(_segment_rows(series.get("segments")))
     many = r.get("in_flight") or {}
     base = raw.get("in_flight") or {}
     name = f"response, {many.get('in_flight', '')} in flight"
@@ -174,6 +175,21 @@ def _response_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         base_procs = f"1 proc, CPU {base.get('client_cpu')}" if base else "-"
         rows.append(("", "load client", procs, base_procs, ""))
     return rows
+
+
+def _segment_rows(segments: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
+    """The p50 of each step, from the server's stored timestamps (bench/milestones.py)."""
+    if not segments:
+        return []
+
+    def steps(names: tuple[str, ...]) -> str:
+        p50s = [(n, (segments.get(n) or {}).get("p50_ms")) for n in names]
+        return " + ".join(f"{n} {v:.1f}" for n, v in p50s if v is not None) + " ms"
+
+    return [
+        ("", "1st delta, p50 of steps", steps(("accept", "claim", "start", "relay")), "", ""),
+        ("", "then to completion", steps(("generate", "confirm", "deliver")), "", ""),
+    ]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

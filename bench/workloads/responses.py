@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from bench import baseline, load
+from bench import baseline, load, milestones
 from bench.context import Context
 from bench.http import HttpFailure, Streamed, create_conversation, stream_response
 from bench.payload import echo_words, response_input
@@ -55,12 +55,16 @@ async def one_at_a_time(ctx: Context, on_conversation: bool) -> dict[str, Any]:
             raise HttpFailure(f"serve did not answer with the echo provider: {first.text!r}")
         for n in range(1, sizes.warmup):
             await stream_response(client, {**body, **_on(conversations, n)})
+        since = await milestones.last_seqs(ctx.server.nats_url) if ctx.server else None
         start = time.perf_counter()
         with CpuMeter(ctx.pids()) as cpu:
             for n in range(sizes.warmup, total):
                 samples.append(await stream_response(client, {**body, **_on(conversations, n)}))
         wall = time.perf_counter() - start
     no_delta = sum(1 for s in samples if s.first_delta is None)
+    traced = None
+    if ctx.server is not None and since is not None:
+        traced = await milestones.measure(ctx.server.nats_url, since, samples)
     return {
         "requests": len(samples),
         "turns_per_conversation": TURNS if on_conversation else None,
@@ -71,6 +75,8 @@ async def one_at_a_time(ctx: Context, on_conversation: bool) -> dict[str, Any]:
         "responses_without_text_delta": no_delta,
         "deltas_median": statistics.median(s.deltas for s in samples) if samples else None,
         "events_median": statistics.median(s.events for s in samples) if samples else None,
+        # Where the time went, from the servers' stored timestamps (bench/milestones.py).
+        "segments": traced,
         "cpu": cpu.rounded(),
         # CPU per response, by process: the serve process runs API, projector and worker.
         "cpu_ms_per_response": {
