@@ -42,7 +42,7 @@ QUICK = Sizes(
     list_requests=40,
     rebuild_events=4_000,
     memory_conversations=500,
-    responses=50,
+    responses=30,
     responses_in_flight=16,
 )
 

@@ -1,5 +1,6 @@
 """Smoke test of the benchmark harness: `python -m bench --quick` starts its own servers,
-runs every workload, and writes the JSON and the chart, within two minutes.
+runs every workload, and writes the JSON and the chart, within three minutes (about one
+on an idle machine; the shared one runs other people's tests meanwhile).
 
 It checks that the harness works and that its figures are there, not the figures
 themselves (the targets are reported by the benchmark, not enforced), except for stale
@@ -35,7 +36,7 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     assert run.returncode == 0, run.stderr[-4000:]
 
