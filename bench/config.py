@@ -14,6 +14,8 @@ class Sizes:
     list_requests: int  # per size and page kind
     rebuild_events: int
     memory_conversations: int
+    responses: int  # streamed responses one at a time, per series (and raw flows)
+    responses_in_flight: int  # concurrent streamed responses (the worker runs 16 at a time)
 
 
 FULL = Sizes(
@@ -26,6 +28,8 @@ FULL = Sizes(
     list_requests=500,
     rebuild_events=1_000_000,
     memory_conversations=100_000,
+    responses=1000,
+    responses_in_flight=16,
 )
 
 QUICK = Sizes(
@@ -38,6 +42,8 @@ QUICK = Sizes(
     list_requests=40,
     rebuild_events=4_000,
     memory_conversations=500,
+    responses=30,
+    responses_in_flight=16,
 )
 
 

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from bench.config import Sizes
 from bench.server import ServeProcess
 
+# Any name does on the benchmark's own server (serve answers every model with echo);
+# with --target, a model that server has.
+DEFAULT_MODEL = "gpt-4o-mini"
+
 
 @dataclass
 class Context:
@@ -14,6 +18,7 @@ class Context:
     sizes: Sizes
     procs: int | None  # client processes for 64-in-flight loads; None = automatic
     server: ServeProcess | None = None
+    model: str = DEFAULT_MODEL  # what the responses workload asks for
 
     def pids(self) -> dict[str, int]:
         return self.server.pids() if self.server else {}

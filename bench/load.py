@@ -19,7 +19,10 @@ from typing import Any
 import httpx
 import nats
 
+from bench.http import create_conversation, stream_response
+
 SATURATED = 0.8  # client CPU seconds per wall second above which the client is suspect
+SAMPLES = ("latencies", "first_deltas")  # raw samples: summarised by the caller, not kept
 
 
 @dataclass
@@ -32,19 +35,23 @@ class Run:
     cpu: float = 0.0
     latencies: list[float] = field(default_factory=list)
     first_error: str | None = None
+    first_deltas: list[float] = field(default_factory=list)  # streamed responses only
 
     @property
     def cpu_share(self) -> float:
         return self.cpu / self.wall if self.wall else 0.0
 
 
-async def closed_loop(
-    op: Callable[[int], Awaitable[None]], workers: int, seconds: float, start_at: float = 0.0
-) -> Run:
+Op = Callable[[int], Awaitable[float | None]]
+
+
+async def closed_loop(op: Op, workers: int, seconds: float, start_at: float = 0.0) -> Run:
     """Run `op(worker)` back to back in `workers` tasks for `seconds`.
 
-    Starts at wall-clock `start_at` (time.time()) when given, so that several processes
-    load the server over the same window.
+    An op that returns a number has timed itself (leaving out its own setup, e.g. a new
+    conversation now and then): that is its latency. Starts at wall-clock `start_at`
+    (time.time()) when given, so that several processes load the server over the same
+    window.
     """
     if start_at:
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -63,16 +70,16 @@ async def closed_loop(
     return run
 
 
-async def _timed(run: Run, op: Callable[[int], Awaitable[None]], n: int) -> bool:
+async def _timed(run: Run, op: Op, n: int) -> bool:
     """One timed call of `op`: its latency, or the error, counted in `run`."""
     start = time.perf_counter()
     try:
-        await op(n)
+        own = await op(n)
     except Exception as exc:
         run.errors += 1
         run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"
         return False
-    run.latencies.append(time.perf_counter() - start)
+    run.latencies.append(time.perf_counter() - start if own is None else own)
     run.count += 1
     return True
 
@@ -134,9 +141,38 @@ async def raw_publish(params: dict[str, Any], seconds: float, start_at: float) -
         await nc.drain()
 
 
+async def http_responses(params: dict[str, Any], seconds: float, start_at: float) -> Run:
+    """Streamed responses back to back, one worker per conversation; each conversation
+    takes `params['turns']` responses, then the worker opens a new one (not timed), so the
+    context the worker reads stays the same size however long the window."""
+    body = {"model": params["model"], "input": params["input"]}
+    workers: int = params["workers"]
+    conversations: list[str | None] = [None] * workers
+    turns = [0] * workers
+    firsts: list[float] = []
+    async with http_clients(params["base_url"], workers) as clients:
+
+        async def op(n: int) -> float:
+            extra: dict[str, Any] = {}
+            if params["conversation"]:
+                if conversations[n] is None or turns[n] >= params["turns"]:
+                    conversations[n], turns[n] = await create_conversation(clients[n]), 0
+                turns[n] += 1
+                extra["conversation"] = conversations[n]
+            streamed = await stream_response(clients[n], {**body, **extra})
+            if streamed.first_delta is not None:
+                firsts.append(streamed.first_delta)
+            return streamed.completed
+
+        run = await closed_loop(op, workers, seconds, start_at)
+    run.first_deltas = firsts
+    return run
+
+
 KINDS: dict[str, Callable[[dict[str, Any], float, float], Awaitable[Run]]] = {
     "http_append": http_append,
     "raw_publish": raw_publish,
+    "http_responses": http_responses,
 }
 
 
@@ -192,13 +228,13 @@ async def measure(
             spread,
         )
     )
-    best["other_run"] = {k: v for k, v in other.items() if k != "latencies"}
+    best["other_run"] = {k: v for k, v in other.items() if k not in SAMPLES}
     return best
 
 
 def _figures(runs: list[Run]) -> dict[str, Any]:
     latencies = [x for r in runs for x in r.latencies]
-    return {
+    figures = {
         "processes": len(runs),
         "requests": sum(r.count for r in runs),
         "errors": sum(r.errors for r in runs),
@@ -208,9 +244,13 @@ def _figures(runs: list[Run]) -> dict[str, Any]:
         "client_cpu_max": round(max(r.cpu_share for r in runs), 2),
         "latencies": latencies,
     }
+    first_deltas = [x for r in runs for x in r.first_deltas]
+    if first_deltas:
+        figures["first_deltas"] = first_deltas
+    return figures
 
 
-async def fixed_count(op: Callable[[int], Awaitable[None]], workers: int, total: int) -> Run:
+async def fixed_count(op: Op, workers: int, total: int) -> Run:
     """Run `op` `total` times in all, from `workers` tasks (errors are counted, not retried)."""
     run = Run()
     left = total

@@ -14,8 +14,6 @@ from typing import Any
 
 from bench.targets import Verdict
 
-RESPONSES_SKIPPED = "skipped: the Responses API does not exist yet (out of scope for now)"
-
 
 def _ms(summary: dict[str, Any] | None) -> str:
     if not summary or not summary.get("n"):
@@ -125,8 +123,73 @@ def _rows(mode: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 "",
             )
         )
-    rows.append(("responses", RESPONSES_SKIPPED, "", "", ""))
+    if "responses" in w:
+        rows.extend(_response_rows(w["responses"]))
     return rows
+
+
+def _response_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Streamed responses beside the raw flow (the least NATS work of the same thing)."""
+    raw = r.get("raw_flow") or {}
+    rows: list[tuple[str, str, str, str, str]] = []
+    for key, label in (
+        ("conversation", "on a conversation"),
+        ("no_conversation", "no conversation"),
+    ):
+        series = r.get(key) or {}
+        name = f"response, {label}"
+        if "error" in series:
+            rows.append((name, "error", series["error"][:60], "", ""))
+            continue
+        for n, (figure, fig_label) in enumerate(
+            (("first_delta", "first delta p50 / p99"), ("completed", "completed p50 / p99"))
+        ):
+            ours, theirs = series.get(figure), raw.get(figure)
+            ratio = _ratio((ours or {}).get("p50_ms"), (theirs or {}).get("p50_ms"))
+            rows.append(("" if n else name, fig_label, _ms(ours), _ms(theirs), _x(ratio)))
+        accepted = (series.get("accepted") or {}).get("p50_ms")
+        first = (series.get("first_event") or {}).get("p50_ms")
+        if accepted is not None and first is not None:
+            rows.append(("", "headers, 1st event p50", f"{accepted:.2f}, {first:.2f} ms", "", ""))
+        rows.extend(_segment_rows(series.get("segments")))
+    many = r.get("in_flight") or {}
+    base = raw.get("in_flight") or {}
+    name = f"response, {many.get('in_flight', '')} in flight"
+    if "error" in many:
+        rows.append((name, "error", many["error"][:60], "", ""))
+    elif many:
+        rows.append(
+            (
+                name,
+                "throughput",
+                f"{_n(many['per_second'])} resp/s",
+                f"{_n(base.get('per_second'))} flows/s" if base else "-",
+                _x(_ratio(many["per_second"], base.get("per_second"))),
+            )
+        )
+        rows.append(("", "first delta p50 / p99", _ms(many.get("first_delta")), "", ""))
+        rows.append(
+            ("", "completed p50 / p99", _ms(many["completed"]), _ms(base.get("completed")), "")
+        )
+        procs = f"{many['processes']} proc, CPU {many['client_cpu']}"
+        base_procs = f"1 proc, CPU {base.get('client_cpu')}" if base else "-"
+        rows.append(("", "load client", procs, base_procs, ""))
+    return rows
+
+
+def _segment_rows(segments: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
+    """The p50 of each step, from the server's stored timestamps (bench/milestones.py)."""
+    if not segments:
+        return []
+
+    def steps(names: tuple[str, ...]) -> str:
+        p50s = [(n, (segments.get(n) or {}).get("p50_ms")) for n in names]
+        return " + ".join(f"{n} {v:.1f}" for n, v in p50s if v is not None) + " ms"
+
+    return [
+        ("", "1st delta, p50 of steps", steps(("accept", "claim", "start", "relay")), "", ""),
+        ("", "then to completion", steps(("generate", "confirm", "deliver")), "", ""),
+    ]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -201,6 +264,24 @@ def _series(mode: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, Any] | 
                 (f"{small:,} items", w["list"][kind][str(small)]),
                 (f"{large:,} items", w["list"][kind][str(large)]),
             ]
+    if "responses" in w:
+        r = w["responses"]
+        raw = r.get("raw_flow") or {}
+        for figure, label in (
+            ("first_delta", "to the first delta"),
+            ("completed", "to completion"),
+        ):
+            panels[f"streamed response, {label}"] = [
+                ("on a conversation", (r.get("conversation") or {}).get(figure)),
+                ("no conversation", (r.get("no_conversation") or {}).get(figure)),
+                ("raw NATS flow", raw.get(figure)),
+            ]
+        many = r.get("in_flight") or {}
+        panels[f"streamed responses, {many.get('in_flight', 16)} in flight"] = [
+            ("first delta", many.get("first_delta")),
+            ("completed", many.get("completed")),
+            ("raw flow completed", (raw.get("in_flight") or {}).get("completed")),
+        ]
     if "memory" in w:
         panels["create conversation (64 in flight)"] = [
             ("convstore", w["memory"]["create_latency"])

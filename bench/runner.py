@@ -1,10 +1,11 @@
 """Runs the workloads for one durability mode (or against --target) and collects figures.
 
 Order within a mode: the raw publish baseline first, on the fresh server; then append,
-visibility, list and memory over HTTP, each starting once the projector has caught up
-with the previous one; then rebuild on a bare nats-server of its own (see
-workloads/rebuild.py). A workload that fails is recorded with its error and the others
-still run, so one regression does not hide every other figure.
+visibility, list, responses (which measures its own raw flow first) and memory over
+HTTP, each starting once the projector has caught up with the previous one; then
+rebuild on a bare nats-server of its own (see workloads/rebuild.py). A workload that
+fails is recorded with its error and the others still run, so one regression does not
+hide every other figure.
 """
 
 import asyncio
@@ -21,19 +22,20 @@ from typing import Any
 
 from bench import baseline, profile
 from bench.config import Sizes
-from bench.context import Context
+from bench.context import DEFAULT_MODEL, Context
 from bench.procs import MachineBusy
 from bench.server import BareNats, ServeProcess
 from bench.targets import evaluate
-from bench.workloads import append, listing, memory, rebuild, visibility
+from bench.workloads import append, listing, memory, rebuild, responses, visibility
 
 HTTP_WORKLOADS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "append": append.run,
     "visibility": visibility.run,
     "list": listing.run,
+    "responses": responses.run,
     "memory": memory.run,
 }
-TARGET_WORKLOADS = ("append", "visibility", "list")
+TARGET_WORKLOADS = ("append", "visibility", "list", "responses")
 ALL_WORKLOADS = (*HTTP_WORKLOADS, "rebuild")
 MODES = {
     "always": (True, "sync_interval: always (CONVSTORE_SYNC_ALWAYS=true, the default)"),
@@ -54,6 +56,7 @@ class Options:
         workdir: Path | None,
         profile_dir: Path | None,
         code: Path,
+        model: str = DEFAULT_MODEL,
     ) -> None:
         self.sizes = sizes
         self.procs = procs
@@ -61,6 +64,7 @@ class Options:
         self.workdir = workdir
         self.profile_dir = profile_dir
         self.code = code  # snapshot of the server's sources that serve runs from
+        self.model = model  # what the responses workload asks for
 
 
 @contextlib.contextmanager
@@ -139,7 +143,7 @@ async def _run_mode_in(workdir: Path, mode: dict[str, Any], options: Options) ->
         server = await asyncio.to_thread(serve.start)
         say(f"{name}: convstore serve on {server.base_url}, nats {server.nats_url}")
         try:
-            ctx = Context(server.base_url, sizes, options.procs, server)
+            ctx = Context(server.base_url, sizes, options.procs, server, options.model)
             if {"append"} & set(http):
 
                 async def raw() -> dict[str, Any]:
@@ -182,7 +186,7 @@ async def _run_mode_in(workdir: Path, mode: dict[str, Any], options: Options) ->
 async def run_target(url: str, options: Options) -> dict[str, Any]:
     """The HTTP workloads against someone else's server: no baseline, rebuild or memory."""
     mode = _new_mode("target", f"--target {url} (HTTP workloads only; no baseline)")
-    ctx = Context(url.rstrip("/"), options.sizes, options.procs, None)
+    ctx = Context(url.rstrip("/"), options.sizes, options.procs, None, options.model)
     for workload in (w for w in TARGET_WORKLOADS if w in options.workloads):
 
         async def work(w: str = workload) -> dict[str, Any]:

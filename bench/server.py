@@ -91,6 +91,9 @@ class ServeProcess:
             **os.environ,
             "CONVSTORE_SYNC_ALWAYS": "true" if self.sync_always else "false",
             "CONVSTORE_LOG_LEVEL": "warning",
+            # No model map: every model is answered by the echo test provider, so the
+            # responses workload measures the store, never an upstream from the caller's env.
+            "CONVSTORE_MODELS": "",
         }
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(

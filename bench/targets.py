@@ -116,7 +116,21 @@ def evaluate(mode: dict[str, Any]) -> list[Verdict]:
         )
     )
     verdicts.append(_memory(w.get("memory")))
+    verdicts.append(_responses(w.get("responses")))
     return verdicts
+
+
+def _responses(responses: dict[str, Any] | None) -> Verdict:
+    """Time to the first delta on a conversation, with the echo provider (no model time):
+    all of it is the store's. None with --target, whose model's time is in the figure."""
+    name = "store overhead on a response <= 5 ms p50 to the first delta"
+    overhead = _get(responses or {}, "store_overhead_p50_ms")
+    verdict = _judge(name, overhead, 5.0, "ms", lambda ms: ms <= 5.0)
+    raw = _get(responses or {}, "raw_flow", "first_delta", "p50_ms")
+    r = ratio(overhead, raw)
+    if r is None:
+        return verdict
+    return Verdict(**{**verdict.as_dict(), "detail": f"{r:.1f}x the raw flow's {raw:.2f} ms"})
 
 
 MEMORY_MIN = 10_000  # conversations below which the memory growth is not judged
