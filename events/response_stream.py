@@ -4,18 +4,28 @@ The model worker writes each event, numbered by `sequence_number`, to the subjec
 `rstream.<response_id>` of a stream of its own; an API replica follows that subject
 with an ordered consumer, from the start, so a late or resumed client
 (`starting_after`) gets every event it missed. The facts (request, output, terminal
-status) are in the event log; this stream is the delta-by-delta presentation of them
-and expires after `max_age`.
+status) are in the event log; this stream is the delta-by-delta presentation of them,
+so it is kept in memory (replicated in a cluster, but not fsynced: with
+`sync_interval: always` a file stream would fsync every delta) and expires after
+`max_age` or beyond `max_bytes`. After a restart of a single node a finished response's
+stream holds only its final event (re-published by a worker, or synthesised by the API).
 """
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, NotFoundError
 
 from events.subjects import (
     RESPONSE_STREAM_NAME,
@@ -32,26 +42,44 @@ TERMINAL_TYPES = frozenset(
         "error",
     }
 )
+STREAM_NAME_IN_USE = 10058
 DEFAULT_MAX_AGE = 24 * 3600.0
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
 async def ensure_response_stream(
-    js: JetStreamContext, replicas: int = 1, max_age: float = DEFAULT_MAX_AGE
+    js: JetStreamContext,
+    replicas: int = 1,
+    max_age: float = DEFAULT_MAX_AGE,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> None:
     config = StreamConfig(
         name=RESPONSE_STREAM_NAME,
         subjects=RESPONSE_STREAM_SUBJECTS,
-        storage=StorageType.FILE,
+        storage=StorageType.MEMORY,
         num_replicas=replicas,
         max_age=max_age,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.OLD,
         allow_direct=True,
     )
     try:
-        await js.stream_info(RESPONSE_STREAM_NAME)
+        info = await js.stream_info(RESPONSE_STREAM_NAME)
     except NotFoundError:
-        await js.add_stream(config)
-    else:
-        await js.update_stream(config)
+        info = None
+    if info is not None and info.config.storage != StorageType.MEMORY:
+        # Made by an earlier build as a file stream: storage cannot be updated in place.
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(RESPONSE_STREAM_NAME)
+        info = None
+    if info is None:
+        try:
+            await js.add_stream(config)
+            return
+        except APIError as exc:  # another process created it meanwhile
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise
+    await js.update_stream(config)
 
 
 async def last_event(js: JetStreamContext, response_id: str) -> dict[str, Any] | None:
@@ -115,3 +143,56 @@ async def follow(
                 return
     finally:
         await sub.unsubscribe()
+
+
+class LiveEvents:
+    """A response's events as they are published, for the client that asked for it.
+
+    Subscribed on core NATS before the request is appended, so nothing is missed and no
+    consumer is created per request. A gap (the subscription fell behind and lost
+    messages) or a long silence is checked against the stream, and the rest is read from
+    there (`follow`).
+    """
+
+    CHECK_AFTER = 5.0  # seconds of silence before asking the stream what it has
+
+    def __init__(self, nc: NATS, js: JetStreamContext, response_id: str) -> None:
+        self.nc = nc
+        self.js = js
+        self.response_id = response_id
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(response_stream_subject(self.response_id))
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        expected = 0
+        try:
+            while True:
+                try:
+                    msg = await self._sub.next_msg(timeout=self.CHECK_AFTER)
+                except TimeoutError:
+                    last = await last_event(self.js, self.response_id)
+                    if last is None or last.get("sequence_number", -1) < expected:
+                        continue  # nothing missed: still queued or thinking
+                    break  # published while we were not listening: read the stream
+                event = json.loads(msg.data)
+                number = event.get("sequence_number", 0)
+                if number < expected:
+                    continue
+                if number > expected:
+                    break  # lost messages: read the stream from the gap on
+                yield event
+                expected += 1
+                if event.get("type") in TERMINAL_TYPES:
+                    return
+        finally:
+            await self.close()
+        async for event in follow(self.js, self.response_id, expected - 1):
+            yield event

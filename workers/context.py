@@ -8,7 +8,7 @@ from events.history import History
 from events.store import EventStore
 from projections.point_in_time import reader_as_of
 from projections.reader import ViewReader
-from projections.views import ResponseView
+from projections.views import ConversationView, ResponseView
 
 MAX_CHAIN = 10_000
 
@@ -49,9 +49,16 @@ async def previous_chain(
 
 
 async def build_context(
-    reader: ViewReader, store: EventStore, view: ResponseView, request_input: list[dict[str, Any]]
+    reader: ViewReader,
+    store: EventStore,
+    view: ResponseView,
+    request_input: list[dict[str, Any]],
+    conversation: ConversationView | None = None,
 ) -> list[dict[str, Any]]:
-    if view.conversation_id:
+    """`conversation`: the conversation's view when the caller has just read it."""
+    if conversation is not None:
+        earlier = await reader.all_items(conversation)
+    elif view.conversation_id:
         earlier = await conversation_items(reader, view.conversation_id)
     elif view.previous_response_id:
         earlier = await previous_chain(reader, store, view.previous_response_id)

@@ -32,6 +32,7 @@ from events.schema import (
     EventBase,
     ItemAdded,
     ResponseCompleted,
+    ResponseEvent,
     ResponseFailed,
     ResponseInProgress,
     ResponseRequested,
@@ -40,6 +41,7 @@ from events.schema import (
 from events.store import ConcurrencyConflict, EventStore, Head
 from events.subjects import conversation_subject
 from projections.reader import ViewReader
+from projections.responses import apply_response
 from projections.views import ResponseView
 from workers.context import ContextError, build_context
 from workers.output import OutputBuilder
@@ -56,10 +58,21 @@ STARTED = frozenset({"response.created", "response.in_progress"})
 
 @dataclass
 class Claim:
-    view: ResponseView
+    view: ResponseView  # as of the claim (in progress, this attempt)
     attempt: int
     context: list[dict[str, Any]]
     next_seq: int  # next streaming sequence_number
+    seq: int  # log position of the claim
+
+
+def _folded(view: ResponseView, events: list[tuple[EventBase, int]]) -> ResponseView:
+    """The view after `events` (with their log positions), folded here with the
+    projection's own function instead of waiting for the projector to do it."""
+    for event, seq in events:
+        if isinstance(event, ResponseEvent):
+            folded, _ = apply_response(view, event.model_copy(update={"seq": seq}))
+            view = folded or view
+    return view
 
 
 class Done(Exception):
@@ -160,13 +173,31 @@ class ModelWorker:
         writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq)
         await writer.emit(f"response.{view.status}", response=view.public())
 
+    async def _fresh(self, request: ResponseRequested) -> tuple[Head, ResponseView] | None:
+        """The fast path for a request nobody touched yet (it is its thread's newest event):
+        its view is the request itself, and the conversation is read as of just before it,
+        which the projector has long folded; no waiting for the projector to fold it."""
+        head = await self.store.head(request.conversation_id)
+        if head is None or head.seq != request.seq:
+            return None
+        view, _ = apply_response(None, request)
+        assert view is not None
+        return head, view
+
     async def _claim(self, request: ResponseRequested) -> Claim:
         while True:
-            head, view = await self._state(request, repair=True)
-            last = await response_stream.last_event(self.js, view.id)
+            fresh = await self._fresh(request)
+            if fresh is not None:
+                head, view = fresh
+                last = None
+            else:
+                head, view = await self._state(request, repair=True)
+                last = await response_stream.last_event(self.js, view.id)
             next_seq = (last or {}).get("sequence_number", -1) + 1
+            conv = None
             if view.conversation_id:
-                conv = await self.reader.conversation(view.conversation_id)
+                # As of the request's context at least (the fast path's head is the request).
+                conv = await self.reader.conversation_at(view.conversation_id, request.context_seq)
                 if conv is None or conv.deleted:
                     await self._fail(
                         request, "conversation_deleted", "The conversation was deleted.", next_seq
@@ -186,7 +217,7 @@ class ModelWorker:
                 )
                 raise Done
             try:
-                context = await build_context(self.reader, self.store, view, request.input)
+                context = await build_context(self.reader, self.store, view, request.input, conv)
             except ContextError as exc:
                 await self._fail(request, "invalid_prompt", str(exc), next_seq)
                 raise Done from None
@@ -199,10 +230,10 @@ class ModelWorker:
                 actor={"id": self.name, "kind": "worker"},
             )
             try:
-                await self.store.append([claim], head.seq, head.hash, head.tenant)
+                seq = await self.store.append([claim], head.seq, head.hash, head.tenant)
             except ConcurrencyConflict:
                 continue  # the thread moved (a cancel, another claim, new items): decide again
-            return Claim(view, claim.attempt, context, next_seq)
+            return Claim(_folded(view, [(claim, seq)]), claim.attempt, context, next_seq, seq)
 
     async def _run(
         self, request: ResponseRequested, claim: Claim, cancelled: asyncio.Event
@@ -303,27 +334,39 @@ class ModelWorker:
                 ItemAdded(conversation_id=thread, item=item, response_id=rid, actor=done.actor)
                 for item in [*request.input, *output]
             ]
-        view = await self._finish(request, claim.attempt, [*events, done])
+        view = await self._finish(request, claim.attempt, [*events, done], claim)
         if view is not None:
             kind = "response.incomplete" if incomplete else "response.completed"
             await builder.writer.emit(kind, response=view.public())
 
     async def _finish(
-        self, request: ResponseRequested, attempt: int | None, events: list[EventBase]
+        self,
+        request: ResponseRequested,
+        attempt: int | None,
+        events: list[EventBase],
+        claim: Claim | None = None,
     ) -> ResponseView | None:
-        """Append the outcome if the response is still ours; the view after it, or None."""
+        """Append the outcome if the response is still ours; the view after it, or None.
+
+        When nothing was appended to the thread since our claim, the claim is still ours
+        without asking the views; otherwise they decide (a cancel, a takeover, new items)."""
         while True:
-            try:
-                head, view = await self._state(request)
-            except Done:
-                return None
+            head = await self.store.head(request.conversation_id)
+            if claim is not None and head is not None and head.seq == claim.seq:
+                view = claim.view
+            else:
+                try:
+                    head, view = await self._state(request)
+                except Done:
+                    return None
             if attempt is not None and (view.status != "in_progress" or view.attempt != attempt):
                 return None  # cancelled, or taken over after we stalled
             try:
                 seq = await self.store.append(events, head.seq, head.hash, head.tenant)
             except ConcurrencyConflict:
                 continue
-            return await self.reader.response_at(request.response_id, seq)
+            first = seq - len(events) + 1
+            return _folded(view, [(e, first + n) for n, e in enumerate(events)])
 
     async def _fail(
         self,

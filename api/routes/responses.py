@@ -94,7 +94,12 @@ async def _previous(svc: Services, caller: Principal, previous_id: str) -> None:
 
 
 async def _request(
-    svc: Services, caller: Principal, p: ResponseParams, who: Actor, created_at: int
+    svc: Services,
+    caller: Principal,
+    p: ResponseParams,
+    who: Actor,
+    created_at: int,
+    response_id: str,
 ) -> ResponseView:
     """Append the ResponseRequested event: on the conversation, or on a thread of its own."""
 
@@ -118,7 +123,6 @@ async def _request(
         )
 
     if p.conversation_id:
-        response_id = new_response_id(p.conversation_id)
         requested: list[ResponseRequested] = []
 
         async def decide(head: Head) -> list[EventBase]:
@@ -131,7 +135,6 @@ async def _request(
     else:
         if p.previous_response_id:
             await _previous(svc, caller, p.previous_response_id)
-        response_id = new_response_id(None)
         request = event(response_id, response_id, 0)
         seq = await svc.store.append([request], expected_last_seq=0, tenant=caller.tenant)
     view, _ = apply_response(None, request.model_copy(update={"seq": seq}))
@@ -144,16 +147,14 @@ def _sse(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {data}\n\n".encode()
 
 
-async def _relay(
-    svc: Services, response_id: str, starting_after: int | None
-) -> AsyncIterator[bytes]:
-    async for event in response_stream.follow(svc.js, response_id, starting_after):
+async def _relay(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for event in events:
         yield _sse(event)
 
 
-def _streaming(svc: Services, response_id: str, starting_after: int | None) -> StreamingResponse:
+def _streaming(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     return StreamingResponse(
-        _relay(svc, response_id, starting_after),
+        _relay(events),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -168,12 +169,22 @@ async def create_response(
 ) -> StreamingResponse | dict[str, Any]:
     created_at = int(time.time())
     p = parse(body or {}, created_at, svc.limits.max_text_chars)
-    view = await _request(svc, caller, p, caller.actor(client_ip(request)), created_at)
+    response_id = new_response_id(p.conversation_id)
+    # Listening before the request exists: its first events cannot be missed.
+    live = response_stream.LiveEvents(svc.nc, svc.js, response_id)
+    if not p.background or p.stream:
+        await live.start()
+    try:
+        who = caller.actor(client_ip(request))
+        view = await _request(svc, caller, p, who, created_at, response_id)
+    except BaseException:
+        await live.close()
+        raise
     if p.stream:
-        return _streaming(svc, view.id, None)
+        return _streaming(live.events())
     if p.background:
         return view.public()
-    async for event in response_stream.follow(svc.js, view.id):
+    async for event in live.events():
         if event["type"] in response_stream.TERMINAL_TYPES and "response" in event:
             return dict(event["response"])
     _, view = await _read(svc, caller, view.id)
@@ -196,7 +207,7 @@ async def retrieve_response(
             # Its streaming events have expired: what is left to say is how it ended.
             ending = {"type": f"response.{view.status}", "sequence_number": 0}
             return _one_event({**ending, "response": view.public()}, starting_after)
-        return _streaming(svc, view.id, starting_after)
+        return _streaming(response_stream.follow(svc.js, view.id, starting_after))
     return view.public()
 
 
