@@ -152,7 +152,16 @@ class ServeProcess:
         raise RuntimeError("the serve process has no nats-server child")
 
     def pids(self) -> dict[str, int]:
-        return {"serve": self.pid, "nats-server": self.nats_pid}
+        """serve (the API), its nats-server, and the projector and model worker it runs as
+        child processes."""
+        out = {"serve": self.pid, "nats-server": self.nats_pid}
+        for child in psutil.Process(self.pid).children():
+            with contextlib.suppress(psutil.Error):
+                cmd = child.cmdline()
+                for role in ("projector", "worker"):
+                    if role in cmd:
+                        out[role] = int(child.pid)
+        return out
 
     def readiness(self) -> dict[str, Any]:
         """/readyz's checks (answered with 503 too while the projection lags)."""

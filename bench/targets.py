@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.stats import ratio
+from bench.workloads.memory import convstore_growth
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,11 @@ MEMORY_MIN = 10_000  # conversations below which the memory growth is not judged
 
 
 def _memory(memory: dict[str, Any] | None) -> Verdict:
-    name = "serve RSS growth <= 50 MB for 100,000 conversations"
+    name = "convstore RSS growth (API, projector, worker) <= 50 MB for 100,000 conversations"
     if not memory or "rss_growth_mb" not in memory:
         return Verdict(name, None, 50.0, "MB", None)
     count = memory["conversations"]
-    growth = memory["rss_growth_mb"]["serve"]
+    growth = convstore_growth(memory["rss_growth_mb"])
     if count >= 100_000:
         return Verdict(name, growth, 50.0, "MB", growth <= 50.0, f"measured on {count:,}")
     scaled = memory["serve_growth_per_100k_mb"]

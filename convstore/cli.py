@@ -16,6 +16,7 @@ import uvicorn
 from api import keys as api_keys
 from api.app import create_app
 from convstore import audit, keys_command
+from convstore.children import Child
 from convstore.embedded_nats import EmbeddedNats
 from convstore.maintenance import run_purge, run_rebuild
 from convstore.settings import Settings
@@ -152,18 +153,21 @@ async def _model_worker(settings: Settings, urls: list[str], stop: asyncio.Event
 async def serve(
     settings: Settings, stop: asyncio.Event, keys: api_keys.KeyRing | None = None
 ) -> None:
+    """NATS (embedded unless a URL is given), then the projector and a model worker as
+    child processes (convstore/children.py), and the API in this one."""
     embedded = None
     urls = settings.nats_urls
     if not urls:
         embedded = EmbeddedNats(settings.data_dir, sync_always=settings.sync_always)
         urls = [embedded.start()]
+    common = ["--nats-url", ",".join(urls), "--replicas", str(settings.replicas)]
+    children = [Child(["projector", *common]), Child(["worker", *common])]
+    supervised = [asyncio.create_task(c.supervise(stop)) for c in children]
     try:
-        projector = asyncio.create_task(run_projector(urls, stop, replicas=settings.replicas))
-        worker = asyncio.create_task(_model_worker(settings, urls, stop))
         await _serve_http(settings, urls, stop, keys)  # drains in-flight requests first
-        await projector
-        await worker
     finally:
+        stop.set()
+        await asyncio.gather(*supervised, return_exceptions=True)
         if embedded:
             embedded.stop()
 

@@ -28,8 +28,8 @@ def nats_server_binary() -> str:
     return found
 
 
-def _die_with_parent() -> None:
-    """Linux: nats-server gets SIGTERM (a clean shutdown) if convstore itself is killed."""
+def die_with_parent() -> None:
+    """Linux: the child gets SIGTERM (a clean shutdown) if convstore itself is killed."""
     with contextlib.suppress(Exception):
         import ctypes
 
@@ -77,7 +77,7 @@ class EmbeddedNats:
                 [nats_server_binary(), "-c", str(conf)],
                 stdout=logfile,
                 stderr=logfile,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

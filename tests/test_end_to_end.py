@@ -4,6 +4,7 @@ import asyncio
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -200,21 +201,30 @@ def test_nats_outage_gives_503_then_recovers(tmp_path):
         nats.stop()
 
 
-def test_embedded_nats_stops_when_serve_is_killed(serve, tmp_path):
+def test_children_stop_when_serve_is_killed(serve):
+    """nats-server, the projector and the model worker all go when serve is SIGKILLed."""
     start, running = serve
     start()
-    conf = str(tmp_path / "data" / "nats-server.conf")
+    found = subprocess.run(["pgrep", "-P", str(running[0].process.pid)], capture_output=True)
+    children = [int(pid) for pid in found.stdout.decode().split()]
 
-    def nats_alive() -> bool:
-        found = subprocess.run(["pgrep", "-f", f"nats-server -c {conf}"], capture_output=True)
-        return found.returncode == 0
+    def alive() -> list[int]:
+        out = []
+        for pid in children:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0]
+            except OSError:
+                continue
+            if state != "Z":
+                out.append(pid)
+        return out
 
-    assert nats_alive()
-    running[0].stop(signal.SIGKILL)  # no chance to clean up: the kernel tells nats-server
+    assert len(alive()) == 3  # nats-server, the projector and the model worker
+    running[0].stop(signal.SIGKILL)  # no chance to clean up: the kernel tells the children
     deadline = time.monotonic() + 10
-    while nats_alive() and time.monotonic() < deadline:
+    while alive() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not nats_alive(), "the embedded nats-server outlived convstore serve"
+    assert not alive(), "a child outlived convstore serve"
 
 
 def test_serve_answers_responses_offline_with_echo(serve):

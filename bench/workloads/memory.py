@@ -51,5 +51,13 @@ async def run(ctx: Context) -> dict[str, Any]:
         "rss_before_mb": {k: round(v / MB, 1) for k, v in before.items()},
         "rss_after_mb": {k: round(v / MB, 1) for k, v in after.items()},
         "rss_growth_mb": growth,
-        "serve_growth_per_100k_mb": round(growth["serve"] * 100_000 / max(created.count, 1), 1),
+        # convstore's own processes: the API (serve), the projector and the model worker.
+        "serve_growth_per_100k_mb": round(
+            convstore_growth(growth) * 100_000 / max(created.count, 1), 1
+        ),
     }
+
+
+def convstore_growth(growth: dict[str, float]) -> float:
+    """RSS growth of every convstore process (not nats-server's)."""
+    return round(sum(v for k, v in growth.items() if k != "nats-server"), 1)

@@ -1,0 +1,61 @@
+"""`convstore serve`'s projector and model worker, as child processes.
+
+In one process they shared the API's event loop (and its one core): every fold and every
+model-worker step delayed the requests in flight. As children they use the other cores,
+die with serve (Linux: PR_SET_PDEATHSIG), and are started again if they exit on their own.
+"""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+
+from convstore.embedded_nats import die_with_parent
+
+log = logging.getLogger("convstore")
+RESTART_DELAY = 1.0
+
+
+class Child:
+    """One `python -m convstore <command>` kept running until `stop`."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "convstore", *self.args],
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        )
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Start it, start it again whenever it exits before `stop`, then stop it."""
+        try:
+            while not stop.is_set():
+                self.start()
+                assert self.process is not None
+                while self.process.poll() is None and not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.5)
+                if not stop.is_set():
+                    log.error(
+                        "convstore %s exited with %s; starting it again",
+                        self.args[0],
+                        self.process.returncode,
+                    )
+                    await asyncio.sleep(RESTART_DELAY)
+        finally:
+            await asyncio.to_thread(self.terminate)
+
+    def terminate(self, timeout: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
