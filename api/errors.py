@@ -4,6 +4,7 @@ import logging
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -80,6 +81,8 @@ _NATS_DOWN = (
     nats.errors.ConnectionClosedError,
     nats.errors.NoRespondersError,
     nats.errors.OutboundBufferLimitError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
     TimeoutError,
 )
 

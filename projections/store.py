@@ -12,6 +12,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from events.store import while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
 BUCKET = "convstore_views"
@@ -52,19 +53,23 @@ async def open_bucket(
     js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1, history: int = 1
 ) -> KeyValue:
     """A KV bucket (by default the views bucket), created when missing."""
-    try:
-        return await js.key_value(bucket)
-    except (BucketNotFoundError, NotFoundError):
-        pass
-    return await js.create_key_value(
-        KeyValueConfig(
-            bucket=bucket,
-            history=history,
-            storage=StorageType.FILE,
-            replicas=replicas,
-            direct=True,
+
+    async def open_or_create() -> KeyValue:
+        try:
+            return await js.key_value(bucket)
+        except (BucketNotFoundError, NotFoundError):
+            pass
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=history,
+                storage=StorageType.FILE,
+                replicas=replicas,
+                direct=True,
+            )
         )
-    )
+
+    return await while_unavailable(open_or_create)
 
 
 class KVViews:
