@@ -1,15 +1,19 @@
 """A three-node JetStream cluster: kill -9 of the stream leader during 2,000 appends."""
 
 import asyncio
+import re
+import subprocess
 import time
 
 import pytest
+import yaml
 
+from convstore.embedded_nats import nats_server_binary
 from events.connection import connect
 from events.subjects import STREAM_NAME
 from tests.reliability.cluster import NatsCluster
 from tests.reliability.harness import Load, check_log, statuses, views_match_rebuild
-from tests.servers import Service, free_port
+from tests.servers import ROOT, Service, free_port
 
 pytestmark = pytest.mark.reliability
 
@@ -92,3 +96,35 @@ async def test_stream_leader_killed_during_2000_appends(tmp_path, report):
             serve.stop()
         cluster.stop()
 
+
+def test_compose_cluster_profile_is_consistent():
+    """docker-compose cannot run here (no Docker engine): check that the file parses,
+    that the cluster profile wires three routed nodes to the API and projectors, and
+    that the real nats-server accepts the cluster config (`-t`: test config, exit)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    cluster = {name for name, s in services.items() if "cluster" in s.get("profiles", [])}
+    nodes = {f"nats-{i}" for i in (1, 2, 3)}
+    assert cluster == nodes | {"api-cluster", "projector-cluster"}
+    assert not any(s.get("profiles") for n, s in services.items() if n not in cluster)
+
+    conf = ROOT / "deploy" / "nats-cluster.conf"
+    routes = set(re.findall(r"nats-route://([\w-]+):6222", conf.read_text()))
+    assert routes == nodes
+    for node in nodes:
+        assert services[node]["command"][-2:] == ["--name", node]
+        assert "./deploy/nats-cluster.conf:/etc/nats/nats.conf:ro" in services[node]["volumes"]
+        checked = subprocess.run(
+            [nats_server_binary(), "-t", "-c", str(conf), "--name", node],
+            capture_output=True,
+            text=True,
+        )
+        assert checked.returncode == 0, checked.stderr
+    for name in ("api-cluster", "projector-cluster"):
+        env = services[name]["environment"]
+        assert sorted(env["CONVSTORE_NATS_URL"].split(",")) == sorted(
+            f"nats://{n}:4222" for n in nodes
+        )
+        assert env["CONVSTORE_REPLICAS"] == "3"
+        assert set(services[name]["depends_on"]) == nodes
+    assert services["projector-cluster"]["deploy"]["replicas"] == 2
