@@ -105,8 +105,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         embedded = EmbeddedNats(settings.data_dir, sync_always=settings.sync_always)
         urls = [embedded.start()]
     try:
-        projector = asyncio.create_task(run_projector(urls, stop, replicas=settings.replicas))
-        await _serve_http(settings, urls, stop)  # drains in-flight requests first
+        # The projector stops only once the API has drained: in-flight reads wait for it.
+        projector_stop = asyncio.Event()
+        projector = asyncio.create_task(
+            run_projector(urls, projector_stop, replicas=settings.replicas)
+        )
+        try:
+            await _serve_http(settings, urls, stop)  # drains in-flight requests first
+        finally:
+            projector_stop.set()
         await projector
     finally:
         if embedded:
