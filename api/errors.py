@@ -4,6 +4,7 @@ import logging
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -80,6 +81,8 @@ NATS_DOWN = (
     nats.errors.ConnectionClosedError,
     nats.errors.NoRespondersError,
     nats.errors.OutboundBufferLimitError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
     TimeoutError,
 )
 
@@ -127,10 +130,17 @@ def install(app: FastAPI) -> None:
         message = "Invalid URL or method." if exc.status_code in (404, 405) else str(exc.detail)
         return _response(APIError(exc.status_code, message))
 
+    async def _down(_: Request, exc: Exception) -> JSONResponse:
+        return _response(unavailable("The event store is unreachable; retry shortly."))
+
+    # One handler per class, not the catch-all below: Starlette re-raises whatever
+    # reaches that one, and uvicorn then logs a traceback and closes the keep-alive
+    # connection, so a client's next request on it fails with no answer at all.
+    for down in NATS_DOWN:
+        app.add_exception_handler(down, _down)
+
     @app.exception_handler(Exception)
     async def _other(_: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, NATS_DOWN):
-            return _response(unavailable("The event store is unreachable; retry shortly."))
         log.exception("unhandled error")
         return _response(
             APIError(500, "The server had an error processing your request.", type="server_error")

@@ -162,11 +162,14 @@ async def serve(
         urls = [embedded.start()]
     common = ["--nats-url", ",".join(urls), "--replicas", str(settings.replicas)]
     children = [Child(["projector", *common]), Child(["worker", *common])]
-    supervised = [asyncio.create_task(c.supervise(stop)) for c in children]
+    # The children stop only once the API has drained: in-flight reads wait for the
+    # projector, and in-flight responses for the worker.
+    children_stop = asyncio.Event()
+    supervised = [asyncio.create_task(c.supervise(children_stop)) for c in children]
     try:
         await _serve_http(settings, urls, stop, keys)  # drains in-flight requests first
     finally:
-        stop.set()
+        children_stop.set()
         await asyncio.gather(*supervised, return_exceptions=True)
         if embedded:
             embedded.stop()

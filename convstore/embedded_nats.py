@@ -42,7 +42,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(data_dir: Path, port: int, sync_always: bool) -> Path:
+def write_config(data_dir: Path, port: int, sync_always: bool, extra: str = "") -> Path:
+    """The server's config; `extra` is appended verbatim (e.g. `server_name` and a
+    `cluster` block for a loopback cluster in tests)."""
     store = (data_dir / "jetstream").resolve()
     store.mkdir(parents=True, exist_ok=True)
     sync = "\n  sync_interval: always" if sync_always else ""
@@ -50,7 +52,7 @@ def write_config(data_dir: Path, port: int, sync_always: bool) -> Path:
     conf.write_text(
         f"listen: 127.0.0.1:{port}\n"
         f"max_payload: {MAX_PAYLOAD}\n"
-        f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n'
+        f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n{extra}'
     )
     return conf
 
@@ -58,10 +60,17 @@ def write_config(data_dir: Path, port: int, sync_always: bool) -> Path:
 class EmbeddedNats:
     """Starts nats-server with JetStream under `data_dir` on a free loopback port."""
 
-    def __init__(self, data_dir: Path, sync_always: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        sync_always: bool = True,
+        port: int | None = None,
+        extra_config: str = "",
+    ) -> None:
         self.data_dir = data_dir
         self.sync_always = sync_always
         self.port = port or free_port()
+        self.extra_config = extra_config
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +80,7 @@ class EmbeddedNats:
     def start(self, timeout: float = 15.0) -> str:
         """Start and wait until it accepts connections (blocking: startup only)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        conf = write_config(self.data_dir, self.port, self.sync_always)
+        conf = write_config(self.data_dir, self.port, self.sync_always, self.extra_config)
         with open(self.data_dir / "nats-server.log", "ab") as logfile:
             self.process = subprocess.Popen(
                 [nats_server_binary(), "-c", str(conf)],

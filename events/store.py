@@ -8,9 +8,13 @@ idempotency key per event (`Nats-Msg-Id`, the event id).
 
 import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg, StorageType, StreamConfig
@@ -27,11 +31,15 @@ from events.subjects import (
     conversation_subject,
 )
 
-WRONG_LAST_SEQUENCE = 10071
+# JetStream's "wrong last sequence": 10071 from a single server, 10164 (the constant
+# form) from a clustered stream's leader.
+WRONG_LAST_SEQUENCE = (10071, 10164)
 MAX_BATCH = 1000
 # Every appended message names its conversation's tenant, so the head read that every
 # command and read does anyway also says who owns the conversation (no extra request).
 TENANT_HEADER = "Convstore-Tenant"
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -72,12 +80,30 @@ async def ensure_stream(
         allow_direct=True,
         allow_atomic=True,
     )
-    try:
-        await js.stream_info(STREAM_NAME)
-    except NotFoundError:
-        await js.add_stream(config)
-    else:
-        await js.update_stream(config)
+
+    async def ensure() -> None:
+        try:
+            await js.stream_info(STREAM_NAME)
+        except NotFoundError:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)
+
+    await while_unavailable(ensure)
+
+
+async def while_unavailable(call: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+    """Call again while JetStream does not answer, for at most `timeout` seconds: on a
+    cluster, a stream being created or electing a leader answers nothing (or 503) for
+    a few seconds, and a process starting then should wait, not exit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not _unavailable(exc) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -87,7 +113,11 @@ def _unavailable(exc: BaseException) -> bool:
         | nats.errors.TimeoutError
         | nats.errors.NoRespondersError
         | nats.errors.ConnectionClosedError
-        | nats.errors.OutboundBufferLimitError,
+        | nats.errors.OutboundBufferLimitError
+        # The stream has no leader right now (a cluster electing one): no responders to a
+        # JetStream publish, or a 503 from the JetStream API.
+        | nats.js.errors.NoStreamResponseError
+        | nats.js.errors.ServiceUnavailableError,
     )
 
 
@@ -212,8 +242,10 @@ class EventStore:
                 return ack.seq
             return await self._append_batch(events, payloads, {**owner, **guard})
         except APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise ConcurrencyConflict(exc.description or "wrong last sequence") from exc
+            if _unavailable(exc):
+                raise StoreUnavailable(exc.description or type(exc).__name__) from exc
             raise
         except Exception as exc:
             if _unavailable(exc):

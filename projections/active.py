@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from events.store import while_unavailable
 from projections.store import BUCKET, KVViews, open_bucket
 
 log = logging.getLogger("convstore.views")
@@ -62,7 +63,8 @@ class ActiveViews:
 
     async def start(self) -> None:
         self._meta = await meta_bucket(self.js, self.replicas)
-        await self._refresh()
+        # On a cluster, a bucket just created answers once its replicas elected a leader.
+        await while_unavailable(self._refresh)
         self._task = asyncio.create_task(self._follow())
 
     async def stop(self) -> None:

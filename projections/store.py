@@ -14,6 +14,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from events.direct import DirectGetUnavailable, direct_batch
+from events.store import while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
 BUCKET = "convstore_views"
@@ -59,20 +60,24 @@ async def open_bucket(
 ) -> KeyValue:
     """A KV bucket (by default the views bucket), created when missing; `ttl` is the
     max_age of its values (None: kept forever)."""
-    try:
-        return await js.key_value(bucket)
-    except (BucketNotFoundError, NotFoundError):
-        pass
-    return await js.create_key_value(
-        KeyValueConfig(
-            bucket=bucket,
-            history=history,
-            ttl=ttl,
-            storage=StorageType.FILE,
-            replicas=replicas,
-            direct=True,
+
+    async def open_or_create() -> KeyValue:
+        try:
+            return await js.key_value(bucket)
+        except (BucketNotFoundError, NotFoundError):
+            pass
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=history,
+                ttl=ttl,
+                storage=StorageType.FILE,
+                replicas=replicas,
+                direct=True,
+            )
         )
-    )
+
+    return await while_unavailable(open_or_create)
 
 
 class KVViews:

@@ -6,19 +6,23 @@ stream sequence is an event, so a batch that does not start right after the
 checkpoint is completed from the log itself before it is folded. Delivery order,
 redeliveries and lost deliveries therefore cannot reorder or drop anything; a
 batch is acked only after its views are written, and re-applying is harmless.
+
+Several projector processes may run: they elect one leader (projections/leader.py),
+and only the leader subscribes and writes views.
 """
 
 import asyncio
 import contextlib
 import logging
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from faststream import AckPolicy, Context
 from faststream.nats import JStream, NatsBroker
 from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
@@ -29,6 +33,7 @@ from events.store import EventStore, ensure_stream
 from events.subjects import ALL_EVENTS, STREAM_NAME
 from projections.active import DEFAULT_DURABLE, POLL, Generation, current, meta_bucket
 from projections.fold import Folder
+from projections.leader import LEASE_TTL, Lease, holder_id
 from projections.store import KVViews, open_bucket
 
 log = logging.getLogger("convstore.projector")
@@ -73,18 +78,39 @@ class Projector:
 
     async def run(self) -> None:
         """Flush loop: one fold per wake-up, covering everything delivered meanwhile."""
+        await self._retrying(self.catch_up, [])
         while True:
             await self._wake.wait()
             self._wake.clear()
             batch, self._buffer = self._buffer, []
             await self._flush(batch)
 
+    async def catch_up(self) -> None:
+        """Fold what the log holds past the checkpoint now. After a crash or a takeover,
+        the deliveries the previous projector left unacked come back only after
+        ack_wait; without this, the views would wait for them or for the next write."""
+        if self.checkpoint is None:
+            self.checkpoint = await self.folder.checkpoint()
+        end = await self.history.store.last_seq()
+        while self.checkpoint < end:
+            last = min(end, self.checkpoint + 4 * BATCH)
+            events = await self._read(self.checkpoint + 1, last)
+            if events:
+                await self.folder.fold(events)
+            self.checkpoint = last
+
     async def _flush(self, batch: list[Msg]) -> None:
+        await self._retrying(lambda: self._fold(batch), batch)
+        for m in batch:
+            with contextlib.suppress(Exception):
+                await m.ack()
+
+    async def _retrying(self, fold: Callable[[], Awaitable[None]], batch: list[Msg]) -> None:
         delay = 0.05
         while True:
             try:
-                await self._fold(batch)
-                break
+                await fold()
+                return
             except Exception:
                 # NATS hiccup: keep the batch (and the order) and try again.
                 log.exception("fold failed; retrying in %.2fs", delay)
@@ -93,9 +119,6 @@ class Projector:
                         await m.in_progress()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        for m in batch:
-            with contextlib.suppress(Exception):
-                await m.ack()
 
     async def _fold(self, batch: list[Msg]) -> None:
         if self.checkpoint is None:
@@ -151,8 +174,11 @@ def register_projector(broker: NatsBroker, projector: Projector, durable: str = 
         projector.deliver(msg.raw_message)
 
 
-async def run_projector(nats_urls: list[str], stop: asyncio.Event, replicas: int = 1) -> None:
-    """Run the projector until `stop` is set, following the views pointer.
+async def run_projector(
+    nats_urls: list[str], stop: asyncio.Event, replicas: int = 1, lease_ttl: float = LEASE_TTL
+) -> None:
+    """Run the projector until `stop` is set: stand by until this process holds the
+    projector lease, then project while it holds it, following the views pointer.
 
     When `rebuild` flips the pointer to a new bucket and consumer, the projector
     stops its subscriber and starts again on the new generation.
@@ -162,37 +188,69 @@ async def run_projector(nats_urls: list[str], stop: asyncio.Event, replicas: int
     await ensure_stream(js, replicas=replicas)
     meta = await meta_bucket(js, replicas)
     store = EventStore(nc, js)
+    lease = Lease(meta, holder_id(), lease_ttl)
     try:
-        while not stop.is_set():
-            generation = await current(meta)
-            kv = await open_bucket(js, bucket=generation.bucket, replicas=replicas)
-            broker = NatsBroker(
-                nats_urls,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                log_level=logging.DEBUG,  # per-message access logs only when debugging
-            )
-            projector = Projector(Folder(KVViews(js, kv, generation.bucket)), History(store))
-            register_projector(broker, projector, generation.durable)
-            flusher = asyncio.create_task(projector.run())
-            await broker.start()
-            log.info("projecting into %s from consumer %r", generation.bucket, generation.durable)
+        while await lease.acquire(stop):
+            log.info("this projector (%s) holds the lease and writes the views", lease.holder)
+            kept = asyncio.create_task(lease.keep())
             try:
-                await _until_stop_or_flip(stop, meta, generation)
+                await _lead(nats_urls, js, meta, store, replicas, stop, kept)
+            except Exception:  # NATS away while (re)starting: stand by, then try again
+                log.exception("projector failed; trying again")
+                await asyncio.sleep(1.0)
             finally:
-                await close_quietly(broker.stop())
-                flusher.cancel()
+                kept.cancel()
                 with contextlib.suppress(BaseException):
-                    await flusher
+                    await kept
     finally:
+        await lease.release()
         await close_quietly(nc.drain())
         await close_quietly(nc.close())
 
 
-async def _until_stop_or_flip(stop: asyncio.Event, meta: KeyValue, generation: Generation) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), POLL)
-        with contextlib.suppress(Exception):  # NATS away: keep going on what we have
-            if await current(meta) != generation:
-                return
+async def _lead(
+    nats_urls: list[str],
+    js: JetStreamContext,
+    meta: KeyValue,
+    store: EventStore,
+    replicas: int,
+    stop: asyncio.Event,
+    kept: "asyncio.Task[None]",
+) -> None:
+    """Project until `stop`, or until the lease is lost (`kept` ends)."""
+    while not stop.is_set() and not kept.done():
+        generation = await current(meta)
+        kv = await open_bucket(js, bucket=generation.bucket, replicas=replicas)
+        broker = NatsBroker(
+            nats_urls,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            log_level=logging.DEBUG,  # per-message access logs only when debugging
+        )
+        projector = Projector(Folder(KVViews(js, kv, generation.bucket)), History(store))
+        register_projector(broker, projector, generation.durable)
+        flusher = asyncio.create_task(projector.run())
+        try:
+            await broker.start()
+            log.info("projecting into %s from consumer %r", generation.bucket, generation.durable)
+            await _until_stop_flip_or_lost(stop, meta, generation, kept)
+        finally:
+            # Stop writing first: once the lease is lost, a successor may be starting.
+            flusher.cancel()
+            with contextlib.suppress(BaseException):
+                await flusher
+            await close_quietly(broker.stop())
+
+
+async def _until_stop_flip_or_lost(
+    stop: asyncio.Event, meta: KeyValue, generation: Generation, kept: "asyncio.Task[None]"
+) -> None:
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set() and not kept.done():
+            await asyncio.wait({stopped, kept}, timeout=POLL, return_when=asyncio.FIRST_COMPLETED)
+            with contextlib.suppress(Exception):  # NATS away: keep going on what we have
+                if not kept.done() and await current(meta) != generation:
+                    return
+    finally:
+        stopped.cancel()
