@@ -105,7 +105,7 @@ def test_compose_cluster_profile_is_consistent():
     services = compose["services"]
     cluster = {name for name, s in services.items() if "cluster" in s.get("profiles", [])}
     nodes = {f"nats-{i}" for i in (1, 2, 3)}
-    assert cluster == nodes | {"api-cluster", "projector-cluster"}
+    assert cluster == nodes | {"api-cluster", "projector-cluster", "worker-cluster"}
     assert not any(s.get("profiles") for n, s in services.items() if n not in cluster)
 
     conf = ROOT / "deploy" / "nats-cluster.conf"
@@ -120,7 +120,7 @@ def test_compose_cluster_profile_is_consistent():
             text=True,
         )
         assert checked.returncode == 0, checked.stderr
-    for name in ("api-cluster", "projector-cluster"):
+    for name in ("api-cluster", "projector-cluster", "worker-cluster"):
         env = services[name]["environment"]
         assert sorted(env["CONVSTORE_NATS_URL"].split(",")) == sorted(
             f"nats://{n}:4222" for n in nodes
