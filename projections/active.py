@@ -3,13 +3,17 @@
 The pointer (KV `convstore_meta`, key `views`) names the bucket readers use and the
 durable consumer projectors fold into it from. Readers and projectors poll it; a
 reader that still reads the old bucket after a flip is harmless, because reads wait
-until the views reach the conversation's head, which only the new bucket will.
+until the views reach the conversation's head, and the old bucket stops short of it.
+Until the projector notices the flip the old bucket still moves on, though, so a
+request keeps reading the bucket its wait was satisfied in (`pin`): otherwise it
+could see the conversation in the old bucket and then miss its item in the new one.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,6 +52,10 @@ async def current(meta: KeyValue) -> Generation:
 
 async def flip(meta: KeyValue, generation: Generation) -> None:
     await meta.put(POINTER_KEY, json.dumps(asdict(generation)).encode())
+
+
+# (the ActiveViews, the bucket) a request has pinned; per task, so per request
+_pinned: ContextVar[tuple["ActiveViews", KVViews] | None] = ContextVar("views_pin", default=None)
 
 
 class ActiveViews:
@@ -90,10 +98,19 @@ class ActiveViews:
             except Exception as exc:  # NATS away: keep the last known bucket
                 log.debug("views pointer not refreshed: %s", exc)
 
-    @property
-    def views(self) -> KVViews:
+    def pin(self) -> None:
+        """Read the live bucket for the rest of the current task (a request), even if the
+        pointer flips meanwhile; called again, it moves the pin to the live bucket."""
+        _pinned.set((self, self._current()))
+
+    def _current(self) -> KVViews:
         assert self._views is not None, "ActiveViews.start() first"
         return self._views
+
+    @property
+    def views(self) -> KVViews:
+        pinned = _pinned.get()
+        return pinned[1] if pinned is not None and pinned[0] is self else self._current()
 
     async def get(self, key: str) -> dict[str, Any] | None:
         return await self.views.get(key)

@@ -49,6 +49,8 @@ class ViewReader:
     def __init__(self, views: ViewStore, wait_timeout: float = 5.0) -> None:
         self.views = views
         self.wait_timeout = wait_timeout
+        # ActiveViews: a satisfied wait pins the bucket it read for the rest of the request
+        self._pin: Callable[[], None] | None = getattr(views, "pin", None)
 
     async def conversation(self, conversation_id: str) -> ConversationView | None:
         raw = await self.views.get(conversation_key(conversation_id))
@@ -105,6 +107,8 @@ class ViewReader:
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.0005
         while True:
+            if self._pin:
+                self._pin()
             value = await read()
             if ready(value):
                 return value
