@@ -16,6 +16,11 @@ from convstore.embedded_nats import EmbeddedNats
 from tests.servers import Service, api_process, model_map
 from tests.test_responses import token, upstream_streams, wait_status
 
+pytestmark = pytest.mark.reliability
+
+
+TERMINAL = {"ResponseCompleted", "ResponseFailed", "ResponseCancelled"}
+
 
 class Stack:
     def __init__(self, nats_url: str, upstream_url: str, logs: Path) -> None:
@@ -61,7 +66,7 @@ def kill(worker: Service) -> None:
     worker.process.wait()
 
 
-def test_worker_killed_before_any_output_is_retried_once(stack, upstream_url):
+def test_worker_killed_before_any_output_is_retried_once(stack, upstream_url, report):
     s, client = stack
     t = token()
     conv = client.conversations.create()
@@ -75,9 +80,19 @@ def test_worker_killed_before_any_output_is_retried_once(stack, upstream_url):
     kill(s.workers[0])  # the upstream call is open and has not sent a token yet
     s.start_worker()
     done = wait_status(client, r.id, "completed", "failed", timeout=60)
-    assert done.status == "completed"
     events = thread_events(client, conv.id)
     types = [e["type"] for e in events]
+    report(
+        {
+            "fault": "kill -9 of the model worker after its upstream call opened, before output",
+            "responses": 1,
+            "ended": done.status,
+            "terminal_events": sum(t in TERMINAL for t in types),
+            "items_added": types.count("ItemAdded"),
+            "attempts": types.count("ResponseInProgress"),
+        }
+    )
+    assert done.status == "completed"
     assert types.count("ResponseCompleted") == 1 and "ResponseFailed" not in types
     assert [e["attempt"] for e in events if e["type"] == "ResponseInProgress"] == [1, 2]
     items = client.conversations.items.list(conv.id, order="asc").data
@@ -91,7 +106,7 @@ def test_worker_killed_before_any_output_is_retried_once(stack, upstream_url):
     assert len(upstream_streams(upstream_url, t)) == 2
 
 
-def test_worker_killed_mid_stream_fails_the_response_once(stack, upstream_url):
+def test_worker_killed_mid_stream_fails_the_response_once(stack, upstream_url, report):
     s, client = stack
     t = token()
     conv = client.conversations.create()
@@ -108,10 +123,20 @@ def test_worker_killed_mid_stream_fails_the_response_once(stack, upstream_url):
     kill(s.workers[0])  # a client has seen part of the output
     s.start_worker()
     done = wait_status(client, r.id, "completed", "failed", timeout=60)
-    assert done.status == "failed"
-    assert done.error is not None and done.error.code == "server_error"
     time.sleep(1)  # a late duplicate would show up now
     types = [e["type"] for e in thread_events(client, conv.id)]
+    report(
+        {
+            "fault": "kill -9 of the model worker after 5 deltas had reached a client",
+            "responses": 1,
+            "ended": done.status,
+            "terminal_events": sum(t in TERMINAL for t in types),
+            "items_added": types.count("ItemAdded"),
+            "attempts": types.count("ResponseInProgress"),
+        }
+    )
+    assert done.status == "failed"
+    assert done.error is not None and done.error.code == "server_error"
     assert types.count("ResponseFailed") == 1
     assert "ResponseCompleted" not in types and "ItemAdded" not in types
     assert client.conversations.items.list(conv.id).data == []
