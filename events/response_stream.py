@@ -27,6 +27,7 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
+from events.store import while_unavailable
 from events.subjects import (
     RESPONSE_STREAM_NAME,
     RESPONSE_STREAM_SUBJECTS,
@@ -53,6 +54,11 @@ async def ensure_response_stream(
     max_age: float = DEFAULT_MAX_AGE,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> None:
+    """Create or update the stream (waiting out a cluster that is electing a leader)."""
+    await while_unavailable(lambda: _ensure(js, replicas, max_age, max_bytes))
+
+
+async def _ensure(js: JetStreamContext, replicas: int, max_age: float, max_bytes: int) -> None:
     config = StreamConfig(
         name=RESPONSE_STREAM_NAME,
         subjects=RESPONSE_STREAM_SUBJECTS,
