@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import psutil
 
+from convstore.children import stop_process
 from convstore.embedded_nats import EmbeddedNats, free_port, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,14 +184,7 @@ class ServeProcess:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout)
 
     def remove(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)

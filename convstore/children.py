@@ -51,11 +51,16 @@ class Child:
             await asyncio.to_thread(self.terminate)
 
     def terminate(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout)
+
+
+def stop_process(process: "subprocess.Popen[bytes] | None", timeout: float) -> None:
+    """SIGTERM (a clean shutdown), and SIGKILL if it is not over within `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -273,13 +273,10 @@ async def cancel_response(
 
 
 async def _cancel(svc: Services, thread: str, response_id: str, decide: Any) -> ResponseView:
-    head_of = _response_head(response_id)
-    head = await head_of(svc.store, thread)
-    view = await svc.reader.response_at(response_id, head.seq)
-    if view is not None and view.status == "cancelled":
-        await decide(head)  # same checks, nothing to write
-        return view
-    seq, _ = await commands.decide_and_append(svc.store, thread, decide, head_of)
+    """Append the cancel `decide` asks for (nothing when already cancelled); the view after."""
+    seq, _ = await commands.decide_and_append(
+        svc.store, thread, decide, _response_head(response_id)
+    )
     view = await svc.reader.response_at(response_id, seq)
     if view is None:
         raise _missing(response_id)
