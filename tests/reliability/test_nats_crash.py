@@ -11,12 +11,15 @@ from tests.servers import Service, api_process
 
 pytestmark = pytest.mark.reliability
 
-OUTAGE = 3.0  # seconds nats-server stays down
 FAST = 2.0  # a request started during the outage must be answered within this
 # A request already waiting for its PubAck when the server died waits out the request
 # timeout (CONVSTORE_REQUEST_TIMEOUT, 5 s): nats-py does not fail pending requests on a
 # disconnect. Bounded, not a hang.
 REQUEST_TIMEOUT = 5.0
+# The server stays down longer than that timeout, so writers whose requests were stranded
+# at the kill come back and start new requests while it is still down (with a shorter
+# outage, all 8 writers can sit out the whole outage inside stranded requests).
+OUTAGE = REQUEST_TIMEOUT + 3.0
 
 
 async def test_nats_killed_under_load_then_restarted(tmp_path, report):
