@@ -11,6 +11,7 @@ so it is kept in memory (replicated in a cluster, but not fsynced: with
 stream holds only its final event (re-published by a worker, or synthesised by the API).
 """
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -104,25 +105,51 @@ class StreamWriter:
 
     Deltas go out without waiting for JetStream's ack (one connection keeps them in
     order); the terminal event waits for its ack, which covers everything before it.
+    After each publish the writer yields to the event loop: nats-py only queues a
+    publish for its flusher task, so chunks produced without an await in between (echo,
+    or several chunks parsed from one upstream read) would otherwise all wait in the
+    buffer until the worker next waits for I/O, the first delta behind the last.
+
+    A `held` writer numbers its events but keeps them until `release()`: the model
+    worker calls the model while its claim is being appended, and nothing may be
+    published before the claim is stored (a claim lost to another worker publishes
+    nothing).
     """
 
-    def __init__(self, nc: NATS, js: JetStreamContext, response_id: str, next_seq: int) -> None:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, response_id: str, next_seq: int, held: bool = False
+    ) -> None:
         self.nc = nc
         self.js = js
         self.subject = response_stream_subject(response_id)
         self.next_seq = next_seq
         self.emitted: list[str] = []
+        self._held: list[tuple[str, bytes]] | None = [] if held else None
 
     async def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         event = {"type": type, "sequence_number": self.next_seq, **fields}
         self.next_seq += 1
         self.emitted.append(type)
         data = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        if self._held is not None:
+            self._held.append((type, data))
+        else:
+            await self._publish(type, data)
+        return event
+
+    async def release(self) -> None:
+        """Publish the held events in order; from then on every event at once."""
+        while self._held:  # events emitted meanwhile join the queue, in order
+            type, data = self._held.pop(0)
+            await self._publish(type, data)
+        self._held = None
+
+    async def _publish(self, type: str, data: bytes) -> None:
         if type in TERMINAL_TYPES:
             await self.js.publish(self.subject, data, stream=RESPONSE_STREAM_NAME)
         else:
             await self.nc.publish(self.subject, data)
-        return event
+            await asyncio.sleep(0)  # let the flusher write it now
 
 
 async def follow(

@@ -15,6 +15,7 @@ Exactly once, with any number of workers, by deciding everything on the log:
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from events.store import ConcurrencyConflict, EventStore, Head
 from events.subjects import conversation_subject
 from projections.reader import ViewReader
 from projections.responses import apply_response
-from projections.views import ResponseView
+from projections.views import ConversationView, ResponseView
 from workers.context import ContextError, build_context
 from workers.output import OutputBuilder
 from workers.providers.base import ModelCall, ProviderError
@@ -60,9 +61,9 @@ STARTED = frozenset({"response.created", "response.in_progress"})
 class Claim:
     view: ResponseView  # as of the claim (in progress, this attempt)
     attempt: int
-    context: list[dict[str, Any]]
-    next_seq: int  # next streaming sequence_number
     seq: int  # log position of the claim
+    call: "asyncio.Task[None]"  # the model call, started while the claim was appended
+    builder: OutputBuilder  # the call's output, on the response's stream
 
 
 def _folded(view: ResponseView, events: list[tuple[EventBase, int]]) -> ResponseView:
@@ -185,77 +186,129 @@ class ModelWorker:
         return head, view
 
     async def _claim(self, request: ResponseRequested) -> Claim:
+        """Claim the response and start the model call; Done, NotYet or an error otherwise.
+
+        Independent requests overlap: the conversation is read while the head is, and the
+        context is read and the model called while the claim is appended. What the call
+        streams meanwhile is held, and published only once the claim is stored; a claim
+        that fails cancels the call, and its output is never seen."""
         while True:
-            fresh = await self._fresh(request)
-            if fresh is not None:
-                head, view = fresh
-                last = None
-            else:
-                head, view = await self._state(request, repair=True)
-                last = await response_stream.last_event(self.js, view.id)
-            next_seq = (last or {}).get("sequence_number", -1) + 1
-            conv = None
-            if view.conversation_id:
+            # The view reads run in a context of their own, one after the other: the
+            # bucket the conversation's wait was satisfied in stays pinned for the items.
+            views = contextvars.copy_context()
+            tasks: list[asyncio.Task[Any]] = []
+            if request.conversation_id != request.response_id:
                 # As of the request's context at least (the fast path's head is the request).
-                conv = await self.reader.conversation_at(view.conversation_id, request.context_seq)
-                if conv is None or conv.deleted:
-                    await self._fail(
-                        request, "conversation_deleted", "The conversation was deleted.", next_seq
-                    )
-                    raise Done
-                if conv.pending_responses and conv.pending_responses[0] != view.id:
-                    raise NotYet
-            if view.status == "in_progress" and last and last.get("type") not in STARTED:
-                # Its worker stopped after streaming part of the output: retrying would
-                # show the client a second, different output.
+                conversation = self.reader.conversation_at(
+                    request.conversation_id, request.context_seq
+                )
+                tasks.append(asyncio.create_task(conversation, context=views))
+            try:
+                claim = await self._try_claim(request, tasks, views)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            if claim is not None:
+                return claim
+
+    async def _try_claim(
+        self,
+        request: ResponseRequested,
+        tasks: list["asyncio.Task[Any]"],
+        views: contextvars.Context,
+    ) -> Claim | None:
+        """One decision on the thread's head: the claim, or None when the thread moved.
+        Tasks it starts go into `tasks`, which the caller cancels (all but a claim's call)."""
+        fresh = await self._fresh(request)
+        if fresh is not None:
+            head, view = fresh
+            last = None
+        else:
+            head, view = await self._state(request, repair=True)
+            last = await response_stream.last_event(self.js, view.id)
+        next_seq = (last or {}).get("sequence_number", -1) + 1
+        conv: ConversationView | None = None
+        if tasks:  # on a conversation
+            conv = await tasks[0]
+            if conv is None or conv.deleted:
                 await self._fail(
-                    request,
-                    "server_error",
-                    "The worker generating this response stopped after part of the output "
-                    "was streamed; the response was not retried.",
-                    next_seq,
+                    request, "conversation_deleted", "The conversation was deleted.", next_seq
                 )
                 raise Done
-            try:
-                context = await build_context(self.reader, self.store, view, request.input, conv)
-            except ContextError as exc:
-                await self._fail(request, "invalid_prompt", str(exc), next_seq)
-                raise Done from None
-            claim = ResponseInProgress(
-                conversation_id=request.conversation_id,
-                response_id=view.id,
-                attempt=view.attempt + 1,
-                worker=self.name,
-                context_seq=head.seq,
-                actor={"id": self.name, "kind": "worker"},
+            if conv.pending_responses and conv.pending_responses[0] != view.id:
+                raise NotYet
+        if view.status == "in_progress" and last and last.get("type") not in STARTED:
+            # Its worker stopped after streaming part of the output: retrying would
+            # show the client a second, different output.
+            await self._fail(
+                request,
+                "server_error",
+                "The worker generating this response stopped after part of the output "
+                "was streamed; the response was not retried.",
+                next_seq,
             )
-            try:
-                seq = await self.store.append([claim], head.seq, head.hash, head.tenant)
-            except ConcurrencyConflict:
-                continue  # the thread moved (a cancel, another claim, new items): decide again
-            return Claim(_folded(view, [(claim, seq)]), claim.attempt, context, next_seq, seq)
+            raise Done
+        claim = ResponseInProgress(
+            conversation_id=request.conversation_id,
+            response_id=view.id,
+            attempt=view.attempt + 1,
+            worker=self.name,
+            context_seq=head.seq,
+            actor={"id": self.name, "kind": "worker"},
+        )
+        append = asyncio.create_task(self.store.append([claim], head.seq, head.hash, head.tenant))
+        tasks.append(append)
+        context_read = asyncio.create_task(
+            build_context(self.reader, self.store, view, request.input, conv), context=views
+        )
+        tasks.append(context_read)
+        writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq, held=True)
+        if next_seq == 0:
+            running = view.model_copy(update={"status": "in_progress"}).public()
+            await writer.emit("response.created", response=running)
+            await writer.emit("response.in_progress", response=running)
+        builder = OutputBuilder(writer)
+        call: asyncio.Task[None] | None = None
+        problem: ContextError | None = None
+        try:
+            context = await context_read
+        except ContextError as exc:
+            problem = exc
+        else:
+            call = asyncio.create_task(self._call_model(request, context, builder))
+            tasks.append(call)
+        try:
+            seq = await append
+        except ConcurrencyConflict:
+            return None  # the thread moved (a cancel, another claim, new items): decide again
+        if call is None:  # the context could not be built
+            await self._fail(request, "invalid_prompt", str(problem), next_seq, claim.attempt)
+            raise Done
+        await writer.release()
+        tasks.remove(call)  # the caller's now
+        return Claim(_folded(view, [(claim, seq)]), claim.attempt, seq, call, builder)
 
     async def _run(
         self, request: ResponseRequested, claim: Claim, cancelled: asyncio.Event
     ) -> None:
-        writer = response_stream.StreamWriter(self.nc, self.js, claim.view.id, claim.next_seq)
-        running = claim.view.model_copy(update={"status": "in_progress"}).public()
-        if claim.next_seq == 0:
-            await writer.emit("response.created", response=running)
-            await writer.emit("response.in_progress", response=running)
-        builder = OutputBuilder(writer)
-        call = asyncio.create_task(self._call_model(request, claim, builder))
+        call, builder = claim.call, claim.builder
         watch = asyncio.create_task(self._confirmed_cancel(request, cancelled))
-        await asyncio.wait([call, watch], return_when=asyncio.FIRST_COMPLETED)
-        watch.cancel()
-        with contextlib.suppress(BaseException):
-            await watch
-        if not call.done():  # cancelled: stop the upstream call now
-            call.cancel()
+        try:
+            await asyncio.wait([call, watch], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
             with contextlib.suppress(BaseException):
-                await call
-            await self._finish_cancelled(request, writer)
+                await watch
+            if not call.done():  # cancelled (or this handler was): stop the upstream call now
+                call.cancel()
+                with contextlib.suppress(BaseException):
+                    await call
+        if call.cancelled():
+            await self._finish_cancelled(request, builder.writer)
             return
+        writer = builder.writer
         error = call.exception()
         if isinstance(error, ProviderError):
             await self._fail(request, error.code, error.message, writer.next_seq, claim.attempt)
@@ -286,10 +339,10 @@ class ModelWorker:
                 await asyncio.sleep(0.05)
 
     async def _call_model(
-        self, request: ResponseRequested, claim: Claim, builder: OutputBuilder
+        self, request: ResponseRequested, context: list[dict[str, Any]], builder: OutputBuilder
     ) -> None:
         route = self.registry.route(request.model)
-        call = ModelCall(route.upstream_model, request.instructions, claim.context, request.params)
+        call = ModelCall(route.upstream_model, request.instructions, context, request.params)
         delay = 0.5
         for attempt in range(1, RETRIES + 1):
             try:

@@ -76,7 +76,8 @@ def test_worker_killed_before_any_output_is_retried_once(stack, upstream_url, re
     deadline = time.monotonic() + 20
     while not upstream_streams(upstream_url, t) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert client.responses.retrieve(r.id).status == "in_progress"
+    # The call starts while the claim is appended: wait for the claim to be stored too.
+    assert wait_status(client, r.id, "in_progress").status == "in_progress"
     kill(s.workers[0])  # the upstream call is open and has not sent a token yet
     s.start_worker()
     done = wait_status(client, r.id, "completed", "failed", timeout=60)

@@ -1,0 +1,145 @@
+"""The model worker in this process, on a real nats-server: its model call overlaps the
+claim's append, and nothing it streams is published before the claim is stored.
+
+Faults are injected by a store that appends a real event of its own around the claim;
+the response has a thread of its own, so the worker's fast path needs no projector.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from events.connection import connect
+from events.ids import new_response_id
+from events.response_stream import ensure_response_stream
+from events.schema import EventBase, ResponseDeleted, ResponseInProgress, ResponseRequested
+from events.store import EventStore, ensure_stream
+from events.subjects import STREAM_NAME, conversation_filter, response_stream_subject
+from projections.reader import ViewReader
+from projections.store import MemoryViews
+from workers.model_worker import ModelWorker
+from workers.providers.base import Chunk, Finish, ModelCall, TextDelta
+from workers.providers.registry import Registry, Route
+
+
+class Recording:
+    """A provider that says one word, then (with `hang`) waits until it is cancelled."""
+
+    name = "recording"
+
+    def __init__(self, hang: bool = False) -> None:
+        self.hang = hang
+        self.called_at: float | None = None
+        self.cancelled = False
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[Chunk]:
+        self.called_at = time.monotonic()
+        yield TextDelta("hello")
+        if self.hang:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        yield Finish("stop")
+
+
+class OneProvider(Registry):
+    def __init__(self, provider: Recording) -> None:
+        super().__init__({})
+        self.provider = provider
+
+    def route(self, model: str) -> Route:
+        return Route(self.provider, model)  # type: ignore[arg-type]
+
+
+class ClaimFault(EventStore):
+    """Delays each claim's append by `delay` (noting when it was stored), and with `lose`
+    first appends a deletion of the response, so that the claim loses the race."""
+
+    def __init__(self, *args: Any, delay: float = 0.0, lose: bool = False) -> None:
+        super().__init__(*args)
+        self.delay = delay
+        self.lose = lose
+        self.claimed_at: float | None = None
+
+    async def append(self, events: list[EventBase], expected_last_seq: int, *args: Any) -> int:
+        first = events[0]
+        if isinstance(first, ResponseInProgress):
+            await asyncio.sleep(self.delay)
+            if self.lose:
+                self.lose = False
+                deleted = ResponseDeleted(
+                    conversation_id=first.conversation_id, response_id=first.response_id
+                )
+                await super().append([deleted], expected_last_seq, *args)
+            seq = await super().append(events, expected_last_seq, *args)
+            self.claimed_at = time.monotonic()
+            return seq
+        return await super().append(events, expected_last_seq, *args)
+
+
+@pytest.fixture
+async def nats(nats_url: str) -> AsyncIterator[Any]:
+    nc = await connect([nats_url], "test-model-worker")
+    js = nc.jetstream()
+    await ensure_stream(js)
+    await ensure_response_stream(js)
+    yield nc, js
+    await nc.close()
+
+
+async def deliver(nc: Any, js: Any, store: EventStore) -> tuple[str, Any, Any]:
+    """A new response on a thread of its own, as delivered to a worker, and a core NATS
+    subscription to its streaming events (made before anything could be published)."""
+    rid = new_response_id(None)
+    request = ResponseRequested(
+        conversation_id=rid,
+        response_id=rid,
+        created_at=int(time.time()),
+        model="m",
+        input=[{"type": "message", "role": "user", "content": "hi"}],
+    )
+    events = await nc.subscribe(response_stream_subject(rid))
+    await store.append([request], expected_last_seq=0)
+    sub = await js.pull_subscribe(conversation_filter(rid), stream=STREAM_NAME)
+    [msg] = await sub.fetch(1, timeout=5)
+    return rid, msg, events
+
+
+def worker(nc: Any, js: Any, store: EventStore, provider: Recording) -> ModelWorker:
+    return ModelWorker(nc, js, store, ViewReader(MemoryViews(), 1.0), OneProvider(provider))
+
+
+async def test_the_call_overlaps_the_claim_and_waits_for_it_to_publish(nats):
+    nc, js = nats
+    store = ClaimFault(nc, js, delay=0.3)
+    provider = Recording()
+    _, msg, events = await deliver(nc, js, store)
+    await worker(nc, js, store, provider).handle(msg)
+    first = json.loads((await events.next_msg(timeout=5)).data)
+    received = [first]
+    while received[-1]["type"] != "response.completed":
+        received.append(json.loads((await events.next_msg(timeout=5)).data))
+    assert provider.called_at is not None and store.claimed_at is not None
+    assert provider.called_at < store.claimed_at  # called while the claim was appended
+    assert first["type"] == "response.created" and first["sequence_number"] == 0
+    assert [e["sequence_number"] for e in received] == list(range(len(received)))
+    assert received[-1]["response"]["output"][0]["content"][0]["text"] == "hello"
+
+
+async def test_a_lost_claim_cancels_the_call_and_publishes_nothing(nats):
+    nc, js = nats
+    store = ClaimFault(nc, js, delay=0.2, lose=True)
+    provider = Recording(hang=True)
+    rid, msg, events = await deliver(nc, js, store)
+    await worker(nc, js, store, provider).handle(msg)  # the response is gone: nothing to do
+    assert provider.called_at is not None and provider.cancelled
+    with pytest.raises(asyncio.TimeoutError):
+        await events.next_msg(timeout=0.5)
+    head = await store.head(rid)
+    assert head is not None and head.event_type == "ResponseDeleted"
