@@ -14,6 +14,7 @@ stream holds only its final event (re-published by a worker, or synthesised by t
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +45,8 @@ TERMINAL_TYPES = frozenset(
         "error",
     }
 )
+DELTA_TYPES = frozenset({"response.output_text.delta", "response.function_call_arguments.delta"})
+FLUSH_EVERY = 0.002  # seconds: a burst of deltas is written out at least this often
 STREAM_NAME_IN_USE = 10058
 DEFAULT_MAX_AGE = 24 * 3600.0
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -105,10 +108,13 @@ class StreamWriter:
 
     Deltas go out without waiting for JetStream's ack (one connection keeps them in
     order); the terminal event waits for its ack, which covers everything before it.
-    After each publish the writer yields to the event loop: nats-py only queues a
-    publish for its flusher task, so chunks produced without an await in between (echo,
-    or several chunks parsed from one upstream read) would otherwise all wait in the
-    buffer until the worker next waits for I/O, the first delta behind the last.
+    nats-py only queues a publish for its flusher task, so chunks produced without an
+    await in between (echo, or several chunks parsed from one upstream read) would all
+    wait in its buffer until the worker next waits for I/O, the first delta behind the
+    last. So after a delta the writer yields to the event loop (which writes the buffer
+    out), at most once per FLUSH_EVERY: the first delta leaves at once, together with the
+    events before it, and a burst still goes out in a few writes instead of one per event
+    (each write wakes nats-server and the API; one per event costs more CPU than it saves).
 
     A `held` writer numbers its events but keeps them until `release()`: the model
     worker calls the model while its claim is being appended, and nothing may be
@@ -125,6 +131,7 @@ class StreamWriter:
         self.next_seq = next_seq
         self.emitted: list[str] = []
         self._held: list[tuple[str, bytes]] | None = [] if held else None
+        self._flushed = -FLUSH_EVERY  # when it last yielded to the flusher
 
     async def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         event = {"type": type, "sequence_number": self.next_seq, **fields}
@@ -149,7 +156,10 @@ class StreamWriter:
             await self.js.publish(self.subject, data, stream=RESPONSE_STREAM_NAME)
         else:
             await self.nc.publish(self.subject, data)
-            await asyncio.sleep(0)  # let the flusher write it now
+            now = time.monotonic()
+            if type in DELTA_TYPES and now - self._flushed >= FLUSH_EVERY:
+                self._flushed = now
+                await asyncio.sleep(0)  # the flusher writes it (and what came before) now
 
 
 async def follow(

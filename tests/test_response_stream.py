@@ -1,17 +1,22 @@
 """The response stream's writer, on a real nats-server."""
 
+import asyncio
 import json
+import time
+
+import pytest
 
 from events.connection import connect
 from events.ids import new_response_id
-from events.response_stream import StreamWriter, ensure_response_stream
+from events.response_stream import FLUSH_EVERY, StreamWriter, ensure_response_stream
 from events.subjects import response_stream_subject
 
 
-async def test_each_event_leaves_before_the_next_is_made(nats_url):
+async def test_a_delta_leaves_at_once_and_a_burst_in_few_writes(nats_url):
     """Chunks made without an await in between (echo, a burst from one upstream read):
-    every event is written to the socket when emit returns, not held in nats-py's buffer
-    until the worker next waits for I/O, which would put the first delta behind the last."""
+    the first delta is written to the socket, with the events before it, when its emit
+    returns, not held in nats-py's buffer until the worker next waits for I/O (behind the
+    last delta); the rest of a burst is written at least every FLUSH_EVERY."""
     nc = await connect([nats_url], "test-writer")
     listener = await connect([nats_url], "test-listener")
     try:
@@ -21,13 +26,44 @@ async def test_each_event_leaves_before_the_next_is_made(nats_url):
         sub = await listener.subscribe(response_stream_subject(response_id))
         await listener.flush()
         writer = StreamWriter(nc, js, response_id, 0)
+        await writer.emit("response.created", response={"id": response_id})
+        await writer.emit("response.output_text.delta", delta="first")
+        assert nc.pending_data_size == 0
         for n in range(20):
             await writer.emit("response.output_text.delta", delta=f" {n}")
-            assert nc.pending_data_size == 0
+        time.sleep(FLUSH_EVERY)  # busy, without an await: the next delta goes out itself
+        await writer.emit("response.output_text.delta", delta=" last")
+        assert nc.pending_data_size == 0
         await writer.emit("response.completed", response={"id": response_id})
-        got = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(21)]
-        assert [e["sequence_number"] for e in got] == list(range(21))
+        got = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(24)]
+        assert [e["sequence_number"] for e in got] == list(range(24))
         assert got[-1]["type"] == "response.completed"
     finally:
         await listener.close()
+        await nc.close()
+
+
+async def test_a_held_writer_publishes_on_release_in_order(nats_url):
+    """Held events are numbered at once but published only by release(); events emitted
+    while the release is under way queue behind them."""
+    nc = await connect([nats_url], "test-writer")
+    try:
+        js = nc.jetstream()
+        await ensure_response_stream(js)
+        response_id = new_response_id(None)
+        sub = await nc.subscribe(response_stream_subject(response_id))
+        writer = StreamWriter(nc, js, response_id, 3, held=True)
+        for n in range(5):
+            await writer.emit("response.output_text.delta", delta=f" {n}")
+        await nc.flush()
+        with pytest.raises(TimeoutError):
+            await sub.next_msg(timeout=0.2)
+        late = asyncio.create_task(writer.emit("response.output_text.delta", delta=" late"))
+        await writer.release()
+        await late
+        await writer.emit("response.completed", response={"id": response_id})
+        got = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(7)]
+        assert [e["sequence_number"] for e in got] == list(range(3, 10))
+        assert [e.get("delta") for e in got[:6]] == [" 0", " 1", " 2", " 3", " 4", " late"]
+    finally:
         await nc.close()
