@@ -84,8 +84,9 @@ class ClaimFault(EventStore):
 
 
 @pytest.fixture
-async def nats(nats_url: str) -> AsyncIterator[Any]:
-    nc = await connect([nats_url], "test-model-worker")
+async def nats(fresh_nats: str) -> AsyncIterator[Any]:
+    """A server of its own: the session's model workers would take these requests too."""
+    nc = await connect([fresh_nats], "test-model-worker")
     js = nc.jetstream()
     await ensure_stream(js)
     await ensure_response_stream(js)
