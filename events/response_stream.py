@@ -14,11 +14,15 @@ stream holds only its final event (re-published by a worker, or synthesised by t
 import asyncio
 import contextlib
 import json
+import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     ConsumerConfig,
@@ -162,9 +166,39 @@ class StreamWriter:
                 await asyncio.sleep(0)  # the flusher writes it (and what came before) now
 
 
-async def follow(
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One streaming event as it was published: its type and number, and its JSON bytes,
+    which a relay forwards as the SSE `data:` without decoding and encoding it again."""
+
+    type: str
+    number: int
+    data: bytes
+
+    @classmethod
+    def of(cls, data: bytes) -> "Frame":
+        """StreamWriter writes compact JSON that begins with the type and the number: read
+        those two from the front. Anything else is decoded (and re-encoded on one line)."""
+        head = _HEAD.match(data)
+        if head is not None and b"\n" not in data and b"\r" not in data:
+            return cls(head[1].decode(), int(head[2]), data)
+        event = json.loads(data)
+        compact = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        return cls(str(event.get("type", "")), int(event.get("sequence_number", 0)), compact)
+
+    def event(self) -> dict[str, Any]:
+        return json.loads(self.data)  # type: ignore[no-any-return]
+
+    def sse(self) -> bytes:
+        return b"event: %s\ndata: %s\n\n" % (self.type.encode(), self.data)
+
+
+_HEAD = re.compile(rb'\{"type":"([^"\\]+)","sequence_number":(\d+)[,}]')
+
+
+async def follow_frames(
     js: JetStreamContext, response_id: str, starting_after: int | None = None
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[Frame]:
     """A response's streaming events from the first (or after `starting_after`) until its
     terminal event; waits for events not written yet."""
     sub = await js.subscribe(
@@ -179,10 +213,10 @@ async def follow(
                 msg = await sub.next_msg(timeout=None)
             except TimeoutError:  # pragma: no cover - timeout=None waits
                 continue
-            event = json.loads(msg.data)
-            if starting_after is None or event.get("sequence_number", 0) > starting_after:
-                yield event
-            if event.get("type") in TERMINAL_TYPES:
+            frame = Frame.of(msg.data)
+            if starting_after is None or frame.number > starting_after:
+                yield frame
+            if frame.type in TERMINAL_TYPES:
                 return
     finally:
         await sub.unsubscribe()
@@ -194,7 +228,8 @@ class LiveEvents:
     Subscribed on core NATS before the request is appended, so nothing is missed and no
     consumer is created per request. A gap (the subscription fell behind and lost
     messages) or a long silence is checked against the stream, and the rest is read from
-    there (`follow`).
+    there (`follow_frames`). Events come in batches of whatever arrived meanwhile, so a
+    relay writes a burst of deltas to its client at once, not one write per event.
     """
 
     CHECK_AFTER = 5.0  # seconds of silence before asking the stream what it has
@@ -204,9 +239,16 @@ class LiveEvents:
         self.js = js
         self.response_id = response_id
         self._sub: Any = None
+        self._arrived: deque[bytes] = deque()
+        self._signal = asyncio.Event()
 
     async def start(self) -> None:
-        self._sub = await self.nc.subscribe(response_stream_subject(self.response_id))
+        async def arrived(msg: Msg) -> None:
+            # A callback rather than next_msg(timeout): no task and timer per event.
+            self._arrived.append(msg.data)
+            self._signal.set()
+
+        self._sub = await self.nc.subscribe(response_stream_subject(self.response_id), cb=arrived)
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -214,28 +256,40 @@ class LiveEvents:
                 await self._sub.unsubscribe()
             self._sub = None
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def frames(self) -> AsyncIterator[list[Frame]]:
+        """Batches of events in order, from the first to the terminal one."""
         expected = 0
         try:
             while True:
-                try:
-                    msg = await self._sub.next_msg(timeout=self.CHECK_AFTER)
-                except TimeoutError:
-                    last = await last_event(self.js, self.response_id)
-                    if last is None or last.get("sequence_number", -1) < expected:
-                        continue  # nothing missed: still queued or thinking
-                    break  # published while we were not listening: read the stream
-                event = json.loads(msg.data)
-                number = event.get("sequence_number", 0)
-                if number < expected:
-                    continue
-                if number > expected:
-                    break  # lost messages: read the stream from the gap on
-                yield event
-                expected += 1
-                if event.get("type") in TERMINAL_TYPES:
-                    return
+                if not self._arrived:
+                    self._signal.clear()
+                    try:
+                        async with asyncio.timeout(self.CHECK_AFTER):
+                            await self._signal.wait()
+                    except TimeoutError:
+                        last = await last_event(self.js, self.response_id)
+                        if last is None or last.get("sequence_number", -1) < expected:
+                            continue  # nothing missed: still queued or thinking
+                        break  # published while we were not listening: read the stream
+                batch: list[Frame] = []
+                gap = False
+                while self._arrived:
+                    frame = Frame.of(self._arrived.popleft())
+                    if frame.number < expected:
+                        continue
+                    if frame.number > expected:
+                        gap = True  # lost messages: read the stream from the gap on
+                        break
+                    batch.append(frame)
+                    expected += 1
+                    if frame.type in TERMINAL_TYPES:
+                        yield batch
+                        return
+                if batch:
+                    yield batch
+                if gap:
+                    break
         finally:
             await self.close()
-        async for event in follow(self.js, self.response_id, expected - 1):
-            yield event
+        async for frame in follow_frames(self.js, self.response_id, expected - 1):
+            yield [frame]

@@ -8,7 +8,13 @@ import pytest
 
 from events.connection import connect
 from events.ids import new_response_id
-from events.response_stream import FLUSH_EVERY, StreamWriter, ensure_response_stream
+from events.response_stream import (
+    FLUSH_EVERY,
+    Frame,
+    LiveEvents,
+    StreamWriter,
+    ensure_response_stream,
+)
 from events.subjects import response_stream_subject
 
 
@@ -65,5 +71,42 @@ async def test_a_held_writer_publishes_on_release_in_order(nats_url):
         got = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(7)]
         assert [e["sequence_number"] for e in got] == list(range(3, 10))
         assert [e.get("delta") for e in got[:6]] == [" 0", " 1", " 2", " 3", " 4", " late"]
+    finally:
+        await nc.close()
+
+
+def test_a_frame_is_read_from_the_front_of_its_json():
+    """The writer's compact JSON is forwarded as it is; anything else (another key order,
+    several lines) is decoded and written again on one line, so the SSE stays valid."""
+    data = b'{"type":"response.output_text.delta","sequence_number":12,"delta":"h\\u00e9\\n"}'
+    frame = Frame.of(data)
+    assert (frame.type, frame.number, frame.data) == ("response.output_text.delta", 12, data)
+    assert frame.sse() == b"event: response.output_text.delta\ndata: " + data + b"\n\n"
+    other = Frame.of(b'{\n  "sequence_number": 3,\n  "type": "response.completed"\n}')
+    assert (other.type, other.number) == ("response.completed", 3)
+    assert other.data == b'{"sequence_number":3,"type":"response.completed"}'
+    assert json.loads(other.data) == other.event()
+
+
+async def test_live_events_come_in_batches_of_what_arrived(nats_url):
+    """A burst that arrived while the relay was busy is one batch (one write to the
+    client), in order, ending with the terminal event."""
+    nc = await connect([nats_url], "test-live")
+    try:
+        js = nc.jetstream()
+        await ensure_response_stream(js)
+        response_id = new_response_id(None)
+        live = LiveEvents(nc, js, response_id)
+        await live.start()
+        writer = StreamWriter(nc, js, response_id, 0)
+        for n in range(10):
+            await writer.emit("response.output_text.delta", delta=f" {n}")
+        await writer.emit("response.completed", response={"id": response_id})
+        await nc.flush()
+        await asyncio.sleep(0.1)
+        batches = [batch async for batch in live.frames()]
+        assert [len(b) for b in batches] == [11]
+        assert [f.number for f in batches[0]] == list(range(11))
+        assert batches[0][-1].type == "response.completed"
     finally:
         await nc.close()

@@ -24,6 +24,7 @@ from api.services import Services, Svc, client_ip, include_param
 from api.tenancy import check_owner
 from events import commands, response_stream
 from events.ids import new_response_id, response_thread
+from events.response_stream import Frame
 from events.schema import Actor, EventBase, ResponseCancelled, ResponseDeleted, ResponseRequested
 from events.store import EventStore, Head
 from events.subjects import is_safe_id
@@ -147,14 +148,20 @@ def _sse(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {data}\n\n".encode()
 
 
-async def _relay(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    async for event in events:
-        yield _sse(event)
+async def _relay(batches: AsyncIterator[list[Frame]]) -> AsyncIterator[bytes]:
+    """The events as published (no decoding and encoding again), a batch per write."""
+    async for batch in batches:
+        yield b"".join(frame.sse() for frame in batch)
 
 
-def _streaming(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+async def _one_by_one(frames: AsyncIterator[Frame]) -> AsyncIterator[list[Frame]]:
+    async for frame in frames:
+        yield [frame]
+
+
+def _streaming(batches: AsyncIterator[list[Frame]]) -> StreamingResponse:
     return StreamingResponse(
-        _relay(events),
+        _relay(batches),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -181,12 +188,15 @@ async def create_response(
         await live.close()
         raise
     if p.stream:
-        return _streaming(live.events())
+        return _streaming(live.frames())
     if p.background:
         return view.public()
-    async for event in live.events():
-        if event["type"] in response_stream.TERMINAL_TYPES and "response" in event:
-            return dict(event["response"])
+    async for batch in live.frames():
+        for frame in batch:
+            if frame.type in response_stream.TERMINAL_TYPES:
+                event = frame.event()
+                if "response" in event:
+                    return dict(event["response"])
     _, view = await _read(svc, caller, view.id)
     return view.public()
 
@@ -207,7 +217,8 @@ async def retrieve_response(
             # Its streaming events have expired: what is left to say is how it ended.
             ending = {"type": f"response.{view.status}", "sequence_number": 0}
             return _one_event({**ending, "response": view.public()}, starting_after)
-        return _streaming(response_stream.follow(svc.js, view.id, starting_after))
+        frames = response_stream.follow_frames(svc.js, view.id, starting_after)
+        return _streaming(_one_by_one(frames))
     return view.public()
 
 
