@@ -17,6 +17,10 @@ class DirectGetUnavailable(Exception):
     """NATS is unreachable, or the batch did not arrive in time."""
 
 
+class TooManySubjects(Exception):
+    """A multi_last request matched more subjects than one request may (1024)."""
+
+
 @dataclass(frozen=True)
 class DirectMsg:
     seq: int
@@ -25,13 +29,19 @@ class DirectMsg:
     headers: dict[str, str]
 
 
-async def direct_batch(
-    nc: NATS, stream: str, request: dict[str, Any], timeout: float
-) -> list[DirectMsg]:
-    """The messages of one batched direct get, until its end-of-batch status."""
+class Batch(list[DirectMsg]):
+    """The messages of one batched direct get; `pending`: how many more matched (the
+    end-of-batch status's Nats-Num-Pending), 0 when the batch holds them all."""
+
+    pending: int = 0
+
+
+async def direct_batch(nc: NATS, stream: str, request: dict[str, Any], timeout: float) -> Batch:
+    """The messages of one batched direct get, until its end-of-batch status. A
+    multi_last request is one point-in-time read of all its subjects (ADR-31)."""
     if not nc.is_connected:
         raise DirectGetUnavailable("not connected to NATS")
-    out: list[DirectMsg] = []
+    out = Batch()
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def collect(msg: Msg) -> None:
@@ -41,7 +51,10 @@ async def direct_batch(
         headers = msg.headers or {}
         status = headers.get("Status")
         if status in ("204", "404"):  # end of batch; nothing found
+            out.pending = int(headers.get("Nats-Num-Pending") or 0)
             done.set_result(None)
+        elif status == "413":
+            done.set_exception(TooManySubjects(headers.get("Description", "")))
         elif status:
             done.set_exception(
                 DirectGetUnavailable(

@@ -118,5 +118,8 @@ class ActiveViews:
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
         return await self.views.get_many(keys)
 
+    async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None:
+        return await self.views.get_matching(patterns)
+
     async def write(self, changes: list[Any]) -> None:
         raise TypeError("ActiveViews is read-only; the projector writes views")

@@ -69,6 +69,26 @@ class ViewReader:
         assert view is not None
         return view
 
+    async def conversation_with_items(
+        self, conversation_id: str, min_seq: int
+    ) -> tuple[ConversationView, list[dict[str, Any]]]:
+        """`conversation_at` and its live items (a model's context), in one point-in-time
+        read of the views: one round trip instead of two. The projector stores items before
+        the conversation view that commits them, so the items the view counts are there.
+        A conversation too long for one read is read as a view, then pages of items."""
+        key = conversation_key(conversation_id)
+        patterns = [key, item_key(conversation_id, 0).rpartition(".")[0] + ".*"]
+        found = await self._wait(
+            lambda: self.views.get_matching(patterns),
+            lambda f: f is None or (key in f and f[key]["last_seq"] >= min_seq),
+        )
+        if found is None:
+            conv = await self.conversation_at(conversation_id, min_seq)
+            return conv, await self.all_items(conv)
+        conv = ConversationView(**found[key])
+        keys = (item_key(conversation_id, pos) for pos in range(conv.next_item_pos))
+        return conv, [found[k] for k in keys if k in found]
+
     async def response(self, response_id: str) -> ResponseView | None:
         raw = await self.views.get(response_key(response_thread(response_id), response_id))
         return ResponseView(**raw) if raw else None

@@ -13,7 +13,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from events.direct import DirectGetUnavailable, direct_batch
+from events.direct import DirectGetUnavailable, TooManySubjects, direct_batch
 from events.store import while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
@@ -24,6 +24,8 @@ class ViewStore(Protocol):
     async def get(self, key: str) -> dict[str, Any] | None: ...
 
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]: ...
+
+    async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None: ...
 
     async def write(self, changes: list[Change]) -> None: ...
 
@@ -39,6 +41,9 @@ class MemoryViews:
 
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
         return [self.data.get(k) for k in keys]
+
+    async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None:
+        return {k: v for k, v in self.data.items() if any(_matches(p, k) for p in patterns)}
 
     async def write(self, changes: list[Change]) -> None:
         for change in changes:
@@ -117,6 +122,25 @@ class KVViews:
                 found[m.subject.removeprefix(prefix)] = json.loads(m.data) if live else None
         return [found.get(k) for k in keys]
 
+    async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None:
+        """Every live key matching the patterns (NATS wildcards), from one point-in-time
+        read; None when one request cannot answer them all (over 1024 keys)."""
+        prefix = f"$KV.{self.bucket}."
+        request = {"multi_last": [prefix + p for p in patterns]}
+        try:
+            msgs = await direct_batch(self.js._nc, f"KV_{self.bucket}", request, self.timeout)
+        except TooManySubjects:
+            return None
+        except DirectGetUnavailable as exc:
+            raise nats.errors.TimeoutError from exc
+        if msgs.pending:
+            return None
+        return {
+            m.subject.removeprefix(prefix): json.loads(m.data)
+            for m in msgs
+            if m.headers.get("KV-Operation") not in ("DEL", "PURGE") and m.data
+        }
+
     async def write(self, changes: list[Change]) -> None:
         """Apply changes that do not depend on each other's order, concurrently."""
         await asyncio.gather(*(self._one(c) for c in changes))
@@ -130,3 +154,14 @@ class KVViews:
             await self.js.purge_stream(
                 f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{change.prefix}>"
             )
+
+
+def _matches(pattern: str, key: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` one or more."""
+    want, have = pattern.split("."), key.split(".")
+    for n, token in enumerate(want):
+        if token == ">":
+            return len(have) > n
+        if n >= len(have) or (token != "*" and token != have[n]):
+            return False
+    return len(have) == len(want)

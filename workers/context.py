@@ -8,7 +8,7 @@ from events.history import History
 from events.store import EventStore
 from projections.point_in_time import reader_as_of
 from projections.reader import ViewReader
-from projections.views import ConversationView, ResponseView
+from projections.views import ResponseView
 
 MAX_CHAIN = 10_000
 
@@ -53,11 +53,11 @@ async def build_context(
     store: EventStore,
     view: ResponseView,
     request_input: list[dict[str, Any]],
-    conversation: ConversationView | None = None,
+    items: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """`conversation`: the conversation's view when the caller has just read it."""
-    if conversation is not None:
-        earlier = await reader.all_items(conversation)
+    """`items`: the conversation's items when the caller has just read them."""
+    if items is not None:
+        earlier = items
     elif view.conversation_id:
         earlier = await conversation_items(reader, view.conversation_id)
     elif view.previous_response_id:

@@ -15,7 +15,6 @@ Exactly once, with any number of workers, by deciding everything on the log:
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import os
@@ -43,7 +42,7 @@ from events.store import ConcurrencyConflict, EventStore, Head
 from events.subjects import conversation_subject
 from projections.reader import ViewReader
 from projections.responses import apply_response
-from projections.views import ConversationView, ResponseView
+from projections.views import ResponseView
 from workers.context import ContextError, build_context
 from workers.output import OutputBuilder
 from workers.providers.base import ModelCall, ProviderError
@@ -188,23 +187,20 @@ class ModelWorker:
     async def _claim(self, request: ResponseRequested) -> Claim:
         """Claim the response and start the model call; Done, NotYet or an error otherwise.
 
-        Independent requests overlap: the conversation is read while the head is, and the
-        context is read and the model called while the claim is appended. What the call
-        streams meanwhile is held, and published only once the claim is stored; a claim
-        that fails cancels the call, and its output is never seen."""
+        Independent requests overlap: the conversation and its items (one read) are read
+        while the head is, and the model is called while the claim is appended. What the
+        call streams meanwhile is held, and published only once the claim is stored; a
+        claim that fails cancels the call, and its output is never seen."""
         while True:
-            # The view reads run in a context of their own, one after the other: the
-            # bucket the conversation's wait was satisfied in stays pinned for the items.
-            views = contextvars.copy_context()
             tasks: list[asyncio.Task[Any]] = []
             if request.conversation_id != request.response_id:
                 # As of the request's context at least (the fast path's head is the request).
-                conversation = self.reader.conversation_at(
+                conversation = self.reader.conversation_with_items(
                     request.conversation_id, request.context_seq
                 )
-                tasks.append(asyncio.create_task(conversation, context=views))
+                tasks.append(asyncio.create_task(conversation))
             try:
-                claim = await self._try_claim(request, tasks, views)
+                claim = await self._try_claim(request, tasks)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -217,7 +213,6 @@ class ModelWorker:
         self,
         request: ResponseRequested,
         tasks: list["asyncio.Task[Any]"],
-        views: contextvars.Context,
     ) -> Claim | None:
         """One decision on the thread's head: the claim, or None when the thread moved.
         Tasks it starts go into `tasks`, which the caller cancels (all but a claim's call)."""
@@ -229,10 +224,10 @@ class ModelWorker:
             head, view = await self._state(request, repair=True)
             last = await response_stream.last_event(self.js, view.id)
         next_seq = (last or {}).get("sequence_number", -1) + 1
-        conv: ConversationView | None = None
+        items: list[dict[str, Any]] | None = None
         if tasks:  # on a conversation
-            conv = await tasks[0]
-            if conv is None or conv.deleted:
+            conv, items = await tasks[0]
+            if conv.deleted:
                 await self._fail(
                     request, "conversation_deleted", "The conversation was deleted.", next_seq
                 )
@@ -260,10 +255,6 @@ class ModelWorker:
         )
         append = asyncio.create_task(self.store.append([claim], head.seq, head.hash, head.tenant))
         tasks.append(append)
-        context_read = asyncio.create_task(
-            build_context(self.reader, self.store, view, request.input, conv), context=views
-        )
-        tasks.append(context_read)
         writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq, held=True)
         if next_seq == 0:
             running = view.model_copy(update={"status": "in_progress"}).public()
@@ -273,7 +264,7 @@ class ModelWorker:
         call: asyncio.Task[None] | None = None
         problem: ContextError | None = None
         try:
-            context = await context_read
+            context = await build_context(self.reader, self.store, view, request.input, items)
         except ContextError as exc:
             problem = exc
         else:
