@@ -4,7 +4,9 @@ the model, streams its deltas over NATS and appends the outcome to the log.
 Exactly once, with any number of workers, by deciding everything on the log:
 - a worker claims a response by appending ResponseInProgress (attempt n) with optimistic
   concurrency on the thread, so two workers cannot both claim it, and a conversation's
-  responses are claimed only in order (the oldest pending one first);
+  responses are claimed only in order (the oldest pending one first); the model is
+  called while the claim is being appended, but nothing it streams is published before
+  the claim is stored, and a claim that loses cancels the call;
 - the outcome (output items, and on a conversation the input and output items, plus the
   terminal event) is one atomic append, made only while the response is still this
   attempt's and not cancelled;
