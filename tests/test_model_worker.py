@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from events.chain import ChainVerifier
 from events.connection import connect
 from events.ids import new_response_id
 from events.response_stream import ensure_response_stream
@@ -66,6 +67,11 @@ class ClaimFault(EventStore):
         self.delay = delay
         self.lose = lose
         self.claimed_at: float | None = None
+        self.heads = 0
+
+    async def head(self, conversation_id: str) -> Any:
+        self.heads += 1
+        return await super().head(conversation_id)
 
     async def append(self, events: list[EventBase], expected_last_seq: int, *args: Any) -> int:
         first = events[0]
@@ -120,7 +126,7 @@ async def test_the_call_overlaps_the_claim_and_waits_for_it_to_publish(nats):
     nc, js = nats
     store = ClaimFault(nc, js, delay=0.3)
     provider = Recording()
-    _, msg, events = await deliver(nc, js, store)
+    rid, msg, events = await deliver(nc, js, store)
     await worker(nc, js, store, provider).handle(msg)
     first = json.loads((await events.next_msg(timeout=5)).data)
     received = [first]
@@ -131,6 +137,18 @@ async def test_the_call_overlaps_the_claim_and_waits_for_it_to_publish(nats):
     assert first["type"] == "response.created" and first["sequence_number"] == 0
     assert [e["sequence_number"] for e in received] == list(range(len(received)))
     assert received[-1]["response"]["output"][0]["content"][0]["text"] == "hello"
+    # One head read (is the request still the thread's newest event?): the outcome was
+    # appended against the claim itself, and its events are the thread's last.
+    assert store.heads == 1
+    log = await js.pull_subscribe(conversation_filter(rid), stream=STREAM_NAME)
+    stored = await log.fetch(10, timeout=2)
+    assert [m.subject.rpartition(".")[2] for m in stored] == [
+        "response_requested",
+        "response_in_progress",
+        "response_completed",
+    ]
+    chain = ChainVerifier()
+    assert not any(chain.feed(m.metadata.sequence.stream, m.data) for m in stored)
 
 
 async def test_a_lost_claim_cancels_the_call_and_publishes_nothing(nats):
