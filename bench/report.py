@@ -54,6 +54,13 @@ def _rows(mode: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         procs = f"{many['processes']} proc, CPU {many['client_cpu']}"
         base_procs = f"{con.get('processes')} proc, CPU {con.get('client_cpu')}" if con else "-"
         rows.append(("", "load client", procs, base_procs, ""))
+        floor = w["append"].get("http_floor")
+        if floor:
+            lat, rate = floor["one_at_a_time"]["latency"], floor["in_flight"]["per_second"]
+            r3 = _ratio(lat.get("p50_ms"), (seq or {}).get("p50_ms"))
+            rows.append(("HTTP floor: GET /healthz", "p50 / p99", _ms(lat), _ms(seq), _x(r3)))
+            r4 = _ratio(rate, con.get("per_second"))
+            rows.append(("", "throughput", f"{_n(rate)} req/s", "", _x(r4)))
     if "visibility" in w:
         v = w["visibility"]
         rows.append(
