@@ -48,7 +48,7 @@ async def conversation_reader(
     point = validation.as_of(as_of)
     if point is None:
         head = await owned_live_head(svc.store, caller, conversation_id)
-        return await svc.reader.conversation_at(conversation_id, head.seq), svc.reader
+        return await svc.reader.caught_up(conversation_id, head.seq)
     reader = await reader_as_of(History(svc.store), conversation_id, seq=point[0], time=point[1])
     view = await reader.conversation(conversation_id)
     if view is None or view.deleted:
