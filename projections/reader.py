@@ -11,7 +11,7 @@ a wait for the projector.
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -85,18 +85,28 @@ class ViewReader:
         return view
 
     async def caught_up(
-        self, conversation_id: str, min_seq: int
+        self, conversation_id: str, min_seq: int | Awaitable[int]
     ) -> tuple[ConversationView, "ViewReader"]:
         """The conversation as of log position `min_seq` or later, and a reader of its
         views at that point: the stored views when they have it; else, when at most
         READ_THROUGH_MAX events are missing, the stored views with those events folded
         in memory on top (the projector's own fold, so the same result); else the stored
         views once the projector has caught up. Other conversations' keys in the
-        returned reader (the tenant's index) may be stale: it serves this one only."""
+        returned reader (the tenant's index) may be stale: it serves this one only.
+
+        `min_seq` may be an awaitable (the head read in flight): the stored view is
+        read meanwhile, so the two requests cost one round trip of waiting, not two."""
         if self._pin:
-            self._pin()
+            self._pin()  # before the task below, which inherits this context
         key = conversation_key(conversation_id)
-        raw = await self.views.get(key)
+        stored = asyncio.ensure_future(self.views.get(key))
+        if not isinstance(min_seq, int):
+            try:
+                min_seq = await min_seq
+            except BaseException:
+                stored.cancel()
+                raise
+        raw = await stored
         view = ConversationView(**raw) if raw else None
         if view is not None and view.last_seq >= min_seq:
             return view, self
