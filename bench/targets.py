@@ -59,6 +59,8 @@ def _floored(
         return verdict
     reachable = ok(best)
     note = f"floor: {say(best)}" + ("" if reachable else ", out of reach on this HTTP stack")
+    if verdict.detail:
+        note = f"{verdict.detail}; {note}"
     return Verdict(**{**verdict.as_dict(), "detail": note, "reachable": reachable})
 
 
@@ -130,7 +132,15 @@ def evaluate(mode: dict[str, Any]) -> list[Verdict]:
         "ms",
         lambda ms: ms <= 2.0,
     )
-    verdicts.append(Verdict(**{**verdict.as_dict(), "detail": worst or ""}))
+    verdict = Verdict(**{**verdict.as_dict(), "detail": worst or ""})
+    verdicts.append(
+        _floored(
+            verdict,
+            _get(floor, "one_at_a_time", "latency", "p50_ms"),
+            lambda ms: ms <= 2.0,
+            lambda best: f"GET /healthz p50 {best:.2f} ms",
+        )
+    )
     verdicts.append(
         _judge(
             "rebuild >= 50% of the raw ordered-consumer read rate",

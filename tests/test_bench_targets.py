@@ -51,3 +51,16 @@ def test_without_a_floor_reachability_is_unknown() -> None:
     one, many = evaluate(figures)[:2]
     assert one.reachable is None and many.reachable is None
     assert one.detail == "" and many.detail == ""
+
+
+def test_the_list_target_is_judged_against_the_floor_too() -> None:
+    figures = mode(2.5, 6_000.0)
+    figures["workloads"]["list"] = {
+        "sizes": [100, 10_000],
+        "desc_limit20": {"100": {"p50_ms": 3.0}, "10000": {"p50_ms": 3.1}},
+    }
+    (verdict,) = [v for v in evaluate(figures) if v.name.startswith("list p50")]
+    assert verdict.passed is False and verdict.reachable is False
+    assert verdict.detail == (
+        "desc_limit20 @10000; floor: GET /healthz p50 2.50 ms, out of reach on this HTTP stack"
+    )
