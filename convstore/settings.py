@@ -1,6 +1,8 @@
 """Settings from `CONVSTORE_*` environment variables, overridden by command-line flags."""
 
+import os
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +15,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # API processes `serve` runs on its one port: the API is one event loop (one core) per
+    # process and holds no state, so more processes use more cores. "auto": see
+    # api_process_count. 1 is the API in serve's own process only.
+    api_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     data_dir: Path = Path(".convstore")
     # Comma-separated NATS URLs; empty means: start an embedded nats-server.
     nats_url: str = ""
@@ -42,6 +48,15 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(0, ge=0)  # 0 = one second's worth
     idempotency_ttl: float = Field(24 * 3600.0, gt=0)  # seconds an Idempotency-Key is kept
 
+    def api_process_count(self) -> int:
+        """`api_processes`; "auto" is one per usable core, at most 4: past the cores a
+        process adds memory (~60 MB) and no throughput, and the projector, the model
+        worker and nats-server need the same cores (many cores: run `convstore api`
+        replicas behind a load balancer instead)."""
+        if self.api_processes != "auto":
+            return self.api_processes
+        return max(1, min(usable_cores(), AUTO_API_PROCESSES_MAX))
+
     def limits(self) -> Limits:
         return Limits(
             max_body_bytes=self.max_body_bytes,
@@ -54,3 +69,13 @@ class Settings(BaseSettings):
     @property
     def nats_urls(self) -> list[str]:
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+
+AUTO_API_PROCESSES_MAX = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a cpuset or taskset limits them), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
