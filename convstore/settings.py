@@ -49,10 +49,11 @@ class Settings(BaseSettings):
     idempotency_ttl: float = Field(24 * 3600.0, gt=0)  # seconds an Idempotency-Key is kept
 
     def api_process_count(self) -> int:
-        """`api_processes`; "auto" is one per usable core, at most 4: past the cores a
-        process adds memory (~60 MB) and no throughput, and the projector, the model
-        worker and nats-server need the same cores (many cores: run `convstore api`
-        replicas behind a load balancer instead)."""
+        """`api_processes`; "auto" is one per usable core, at most 4. More processes than
+        cores add memory (~65 MB each) and no throughput. The cap: the one projector folds
+        on one core and already trails a single API process under sustained appends, so
+        more API processes on one node mostly grow the views' lag (scale further with
+        `convstore api` replicas and NATS on other machines)."""
         if self.api_processes != "auto":
             return self.api_processes
         return max(1, min(usable_cores(), AUTO_API_PROCESSES_MAX))
