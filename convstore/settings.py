@@ -50,10 +50,10 @@ class Settings(BaseSettings):
 
     def api_process_count(self) -> int:
         """`api_processes`; "auto" is one per usable core, at most 4. More processes than
-        cores add memory (~65 MB each) and no throughput. The cap: the one projector folds
-        on one core and already trails a single API process under sustained appends, so
-        more API processes on one node mostly grow the views' lag (scale further with
-        `convstore api` replicas and NATS on other machines)."""
+        cores add memory (~65 MB each) and no throughput. The cap is a judgment: all of
+        them feed one projector (one core) and one nats-server on the same machine, so
+        past a few the API is no longer what limits serve; scale further with `convstore
+        api` replicas on other machines."""
         if self.api_processes != "auto":
             return self.api_processes
         return max(1, min(usable_cores(), AUTO_API_PROCESSES_MAX))
