@@ -1,5 +1,6 @@
 """Settings from `CONVSTORE_*` environment variables, overridden by command-line flags."""
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -75,8 +76,15 @@ class Settings(BaseSettings):
 AUTO_API_PROCESSES_MAX = 4
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (a cpuset or taskset limits them), else all."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+def usable_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may run on: its CPU affinity (a cpuset, taskset), and a
+    cgroup v2 CPU quota (a container's --cpus), which neither affinity nor cpu_count see."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cores = cores or os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota
+    return cores

@@ -56,9 +56,16 @@ def nats_server(data_dir: Path) -> Iterator[str]:
 class Service:
     """A `convstore` subcommand as a child process, with its output in a log file."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        own_group: bool = False,  # a process group of its own, as a shell job gets
+    ) -> None:
         self.args = args
         self.log = log
+        self.own_group = own_group
         # Keys only from `env`: a developer's own CONVSTORE_API_KEYS must not turn the
         # open-mode test servers into secured ones.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("CONVSTORE_API_")}
@@ -73,6 +80,7 @@ class Service:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
                 env=self.env,
+                process_group=0 if self.own_group else None,
             )
         return self
 
@@ -249,10 +257,16 @@ def connection_per_api_process(
 
     The kernel hands a connection to whichever process accepts first, so connections are
     opened in concurrent batches until each process has taken one (a process that is
-    still starting takes none); the others are closed."""
+    still starting takes none); the others are closed. Each held one is used again on
+    every round, so none reaches uvicorn's 5 s keep-alive timeout before it is returned."""
     deadline = time.monotonic() + timeout
     held: dict[int, socket.socket] = {}
     while True:
+        for pid, sock in list(held.items()):
+            try:
+                http_exchange(sock, "GET", "/healthz")
+            except OSError:
+                held.pop(pid).close()
         pids = api_pids(serve_pid)
         if len(pids) == expected and set(pids) <= set(held):
             for pid in set(held) - set(pids):

@@ -33,7 +33,9 @@ from tests.servers import (
 KEY = "sk-procs-0123456789"
 
 
-def start_serve(tmp_path: Path, processes: int = 2, env: dict[str, str] | None = None):
+def start_serve(
+    tmp_path: Path, processes: int = 2, env: dict[str, str] | None = None, own_group: bool = False
+):
     """serve on an ephemeral port (--port 0); returns it and the port it got."""
     args = ["serve", "--port", "0", "--data-dir", str(tmp_path / "data")]
     log = tmp_path / "serve.log"
@@ -41,6 +43,7 @@ def start_serve(tmp_path: Path, processes: int = 2, env: dict[str, str] | None =
         [*args, "--api-processes", str(processes)],
         log,
         {"CONVSTORE_LOG_LEVEL": "info", **(env or {})},
+        own_group,
     ).start()
     deadline = time.monotonic() + 30
     while not (
@@ -118,11 +121,14 @@ def test_a_killed_api_process_is_started_again(tmp_path, running):
     assert service.stop() == 0
 
 
-def test_sigterm_drains_every_api_process_at_once(tmp_path, running):
-    """A request in flight on each API process when serve gets SIGTERM: both finish (NATS,
-    the projector and the worker are still there), while the port already refuses new
-    connections, so both processes stopped accepting at once."""
-    service, port = start_serve(tmp_path)
+@pytest.mark.parametrize("signal_to", ["serve", "its process group"])
+def test_stop_drains_every_api_process_at_once(tmp_path, running, signal_to):
+    """A request in flight on each API process when serve is told to stop: both finish
+    (NATS, the projector and the worker are still there), while the port already refuses
+    new connections, so both processes stopped accepting at once. SIGINT to serve's
+    process group is a Ctrl-C in its terminal: serve's children are not in that group, so
+    they too stop in serve's order."""
+    service, port = start_serve(tmp_path, own_group=True)
     running.append(service)
     assert service.process is not None
     url = f"http://127.0.0.1:{port}"
@@ -135,8 +141,11 @@ def test_sigterm_drains_every_api_process_at_once(tmp_path, running):
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body[:20]
         )
-    time.sleep(0.5)
-    service.process.send_signal(signal.SIGTERM)
+    time.sleep(1.0)  # the headers are read: a request is under way on each process
+    if signal_to == "serve":
+        service.process.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(service.process.pid, signal.SIGINT)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -172,7 +181,7 @@ def test_serve_refuses_a_taken_port_before_starting_anything(tmp_path):
     assert not (tmp_path / "data").exists()  # no nats-server, no children
 
 
-def test_api_processes_setting(monkeypatch, capsys):
+def test_api_processes_setting(monkeypatch, capsys, tmp_path):
     assert Settings().api_processes == "auto"
     assert Settings().api_process_count() == min(usable_cores(), 4)
     monkeypatch.setenv("CONVSTORE_API_PROCESSES", "3")
@@ -182,6 +191,11 @@ def test_api_processes_setting(monkeypatch, capsys):
         monkeypatch.setenv("CONVSTORE_API_PROCESSES", bad)
         with pytest.raises(ValidationError):
             Settings()
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # a container with --cpus=1.5
+    assert usable_cores(quota) == min(usable_cores(tmp_path / "none"), 2)
+    quota.write_text("max 100000\n")
+    assert usable_cores(quota) == usable_cores(tmp_path / "none")
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--api-processes", "0"])
     assert exit_.value.code == 2 and "a number >= 1, or auto" in capsys.readouterr().err
