@@ -257,8 +257,9 @@ async def serve(
     # projector, and in-flight responses for the worker.
     children_stop = asyncio.Event()
     supervised = [asyncio.create_task(c.supervise(children_stop)) for c in children]
-    # The API processes all drain at once, on serve's own stop (they are restarted only
-    # before it: uvicorn closes the sockets here once it is set).
+    # The API processes all drain at once, on serve's own stop. A child is started again
+    # only while `stop` is unset: once it is set, uvicorn closes the sockets in this
+    # process, and their descriptor numbers may be reused.
     apis_supervised = [asyncio.create_task(c.supervise(stop)) for c in apis]
     try:
         try:

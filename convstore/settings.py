@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         them feed one projector (one core) and one nats-server on the same machine, so
         past a few the API is no longer what limits serve; scale further with `convstore
         api` replicas on other machines."""
-        if self.api_processes != "auto":
+        if isinstance(self.api_processes, int):
             return self.api_processes
         return max(1, min(usable_cores(), AUTO_API_PROCESSES_MAX))
 

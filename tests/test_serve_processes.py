@@ -19,7 +19,7 @@ import pytest
 from openai import OpenAI
 from pydantic import ValidationError
 
-from convstore.cli import main
+from convstore.cli import listen, main
 from convstore.settings import Settings, usable_cores
 from tests.servers import (
     ROOT,
@@ -199,3 +199,18 @@ def test_api_processes_setting(monkeypatch, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--api-processes", "0"])
     assert exit_.value.code == 2 and "a number >= 1, or auto" in capsys.readouterr().err
+
+
+def test_listen_binds_every_address_on_one_port():
+    """As asyncio's create_server (uvicorn) does: one socket per address of the host,
+    and with port 0 the same port on all of them, so every API process is on one port."""
+    sockets = listen("", 0)  # all interfaces: 0.0.0.0, and :: where there is IPv6
+    try:
+        ports = {s.getsockname()[1] for s in sockets}
+        assert len(ports) == 1 and len(sockets) == len({s.family for s in sockets}) >= 1
+        for sock in sockets:
+            if sock.family == socket.AF_INET6:  # IPv6 only, as asyncio binds it
+                assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    finally:
+        for sock in sockets:
+            sock.close()
