@@ -168,9 +168,11 @@ async def _serve_http(
     stop: asyncio.Event,
     keys: api_keys.KeyRing | None,
     sockets: list[socket.socket] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
     """The API until `stop`, then drained; on `sockets` when given (serve's, bound once
-    for all its API processes), else on its own socket for settings.host:port."""
+    for all its API processes), else on its own socket for settings.host:port.
+    `on_started` is called once it serves."""
     app = create_app(
         urls,
         replicas=settings.replicas,
@@ -190,6 +192,7 @@ async def _serve_http(
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=sockets))
+    watch = asyncio.create_task(_when_started(server, on_started)) if on_started else None
     try:
         await asyncio.wait(
             [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
@@ -198,6 +201,15 @@ async def _serve_http(
         await task
     finally:
         stop.set()
+        if watch:
+            watch.cancel()
+
+
+async def _when_started(server: uvicorn.Server, call: Callable[[], None]) -> None:
+    """Call `call` once uvicorn serves (it has no hook for that)."""
+    while not server.started:
+        await asyncio.sleep(0.05)
+    call()
 
 
 async def _model_worker(settings: Settings, urls: list[str], stop: asyncio.Event) -> None:
@@ -257,13 +269,21 @@ async def serve(
     # projector, and in-flight responses for the worker.
     children_stop = asyncio.Event()
     supervised = [asyncio.create_task(c.supervise(children_stop)) for c in children]
-    # The API processes all drain at once, on serve's own stop. A child is started again
-    # only while `stop` is unset: once it is set, uvicorn closes the sockets in this
-    # process, and their descriptor numbers may be reused.
-    apis_supervised = [asyncio.create_task(c.supervise(stop)) for c in apis]
+    # The further API processes start once this one serves: until then the cores go to
+    # this one, the projector and the worker (on a busy machine, six imports at once
+    # delayed the projector past the first reads' wait). They all drain at once, on
+    # serve's own stop. A child is started (again) only while `stop` is unset: once it
+    # is set, uvicorn closes the sockets in this process and their numbers may be reused.
+    apis_supervised: list[asyncio.Task[None]] = []
+
+    def start_apis() -> None:
+        if not stop.is_set():
+            apis_supervised.extend(asyncio.create_task(c.supervise(stop)) for c in apis)
+
     try:
         try:
-            await _serve_http(settings, urls, stop, keys, sockets)  # drains in-flight first
+            # drains in-flight requests first
+            await _serve_http(settings, urls, stop, keys, sockets, start_apis if apis else None)
         finally:
             await asyncio.gather(*apis_supervised, return_exceptions=True)
     finally:

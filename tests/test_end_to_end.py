@@ -207,8 +207,16 @@ def test_children_stop_when_serve_is_killed(serve, api_processes):
     own all go when serve is SIGKILLed."""
     start, running = serve
     start("--api-processes", str(api_processes))
-    found = subprocess.run(["pgrep", "-P", str(running[0].process.pid)], capture_output=True)
-    children = [int(pid) for pid in found.stdout.decode().split()]
+    # nats-server, the projector, the model worker, and `convstore api` children (started
+    # once serve's own API answers)
+    expected = 3 + api_processes - 1
+    deadline = time.monotonic() + 10
+    while True:
+        found = subprocess.run(["pgrep", "-P", str(running[0].process.pid)], capture_output=True)
+        children = [int(pid) for pid in found.stdout.decode().split()]
+        if len(children) >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
     def alive() -> list[int]:
         out = []
@@ -221,8 +229,7 @@ def test_children_stop_when_serve_is_killed(serve, api_processes):
                 out.append(pid)
         return out
 
-    # nats-server, the projector, the model worker, and `convstore api` children
-    assert len(alive()) == 3 + api_processes - 1
+    assert len(alive()) == expected
     running[0].stop(signal.SIGKILL)  # no chance to clean up: the kernel tells the children
     deadline = time.monotonic() + 10
     while alive() and time.monotonic() < deadline:
