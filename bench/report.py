@@ -209,6 +209,7 @@ def table(results: dict[str, Any]) -> str:
     lines.append(
         f"convstore benchmark  {results['date']}  {'quick' if results['quick'] else 'full'}  "
         f"{env['cpu_count']} CPUs  load {env['load_average_start']}  {env['nats_server']}"
+        + (f"  {env['api_processes']} API processes" if env.get("api_processes") else "")
     )
     for note in results.get("notes", []):
         lines.append(f"note: {note}")

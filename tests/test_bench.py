@@ -74,6 +74,11 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
     assert w["rebuild"]["raw_ordered_consumer"]["events"] == sizes["rebuild_events"]
     assert w["memory"]["conversations"] == sizes["memory_conversations"]
     assert w["memory"]["rss_after_mb"]["serve"] > 0
+    # every API process serve ran is measured (serve itself, then api2, api3, ...)
+    api_processes = results["environment"]["api_processes"]
+    assert api_processes == mode["api_processes"] >= 1
+    assert {f"api{n}" for n in range(2, api_processes + 1)} <= set(w["memory"]["rss_after_mb"])
+    assert set(w["append"]["in_flight"]["cpu"]) >= {"serve", "projector", "worker"}
     r = w["responses"]
     for series in ("conversation", "no_conversation"):
         assert r[series]["first_delta"]["n"] == sizes["responses"]
