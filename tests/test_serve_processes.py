@@ -96,6 +96,14 @@ def test_two_api_processes_share_the_port_and_the_keys(tmp_path, running):
     assert service.stop() == 0
 
 
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_a_killed_api_process_is_started_again(tmp_path, running):
     service, port = start_serve(tmp_path)
     running.append(service)
@@ -103,6 +111,12 @@ def test_a_killed_api_process_is_started_again(tmp_path, running):
     url = f"http://127.0.0.1:{port}"
     (child,) = api_pids(service.process.pid)[1:]
     os.kill(child, signal.SIGKILL)
+    # Dead before the first request (a zombie until serve reaps it): a connection the child
+    # accepted in its last instant would be reset, which is the kill, not the survivor.
+    deadline = time.monotonic() + 10
+    while _alive(child):
+        assert time.monotonic() < deadline, "the API child outlived SIGKILL"
+        time.sleep(0.01)
     # Meanwhile serve's own API process answers every new connection.
     statuses = []
     for _ in range(20):
