@@ -15,6 +15,7 @@ from api.ratelimit import RateLimiter
 from api.routes import conversations, events, health, items, responses
 from api.services import Services
 from events.connection import connect
+from events.history import History
 from events.response_stream import ensure_response_stream
 from events.store import EventStore, ensure_stream
 from projections.active import ActiveViews
@@ -46,11 +47,12 @@ def create_app(
         await ensure_response_stream(js, replicas=replicas)
         views = ActiveViews(js, replicas)
         await views.start()
+        store = EventStore(nc, js, timeout=request_timeout)
         app.state.services = Services(
             nc=nc,
             js=js,
-            store=EventStore(nc, js, timeout=request_timeout),
-            reader=ViewReader(views, wait_timeout=read_wait_timeout),
+            store=store,
+            reader=ViewReader(views, wait_timeout=read_wait_timeout, history=History(store)),
             ready_max_lag=ready_max_lag,
             limits=limits,
         )

@@ -166,6 +166,10 @@ async def _run_modes(args: argparse.Namespace, options: Options, results: dict[s
         names = list(MODES) if args.durability == "both" else [args.durability]
         for name in names:
             results["modes"][name] = await run_mode(name, options)
+            # How many API processes serve ran (CONVSTORE_API_PROCESSES; the same in
+            # every mode): the throughput figures depend on it.
+            if "api_processes" in results["modes"][name]:
+                results["environment"]["api_processes"] = results["modes"][name]["api_processes"]
 
 
 def run(argv: list[str] | None = None) -> int:

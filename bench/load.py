@@ -125,6 +125,19 @@ async def http_append(params: dict[str, Any], seconds: float, start_at: float) -
         return await closed_loop(op, len(conversations), seconds, start_at)
 
 
+async def http_get(params: dict[str, Any], seconds: float, start_at: float) -> Run:
+    """GET `params['url']` from `params['workers']` one-connection clients: the HTTP floor."""
+    url: str = params["url"]
+    async with http_clients(url, params["workers"]) as clients:
+
+        async def op(n: int) -> None:
+            response = await clients[n].get(url)
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+
+        return await closed_loop(op, params["workers"], seconds, start_at)
+
+
 async def raw_publish(params: dict[str, Any], seconds: float, start_at: float) -> Run:
     """js.publish the stored-event bytes from `params['workers']` tasks on one connection."""
     nc = await nats.connect(params["nats_url"], name="bench-raw")
@@ -171,6 +184,7 @@ async def http_responses(params: dict[str, Any], seconds: float, start_at: float
 
 KINDS: dict[str, Callable[[dict[str, Any], float, float], Awaitable[Run]]] = {
     "http_append": http_append,
+    "http_get": http_get,
     "raw_publish": raw_publish,
     "http_responses": http_responses,
 }

@@ -54,6 +54,13 @@ def _rows(mode: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         procs = f"{many['processes']} proc, CPU {many['client_cpu']}"
         base_procs = f"{con.get('processes')} proc, CPU {con.get('client_cpu')}" if con else "-"
         rows.append(("", "load client", procs, base_procs, ""))
+        floor = w["append"].get("http_floor")
+        if floor:
+            lat, rate = floor["one_at_a_time"]["latency"], floor["in_flight"]["per_second"]
+            r3 = _ratio(lat.get("p50_ms"), (seq or {}).get("p50_ms"))
+            rows.append(("HTTP floor: GET /healthz", "p50 / p99", _ms(lat), _ms(seq), _x(r3)))
+            r4 = _ratio(rate, con.get("per_second"))
+            rows.append(("", "throughput", f"{_n(rate)} req/s", "", _x(r4)))
     if "visibility" in w:
         v = w["visibility"]
         rows.append(
@@ -202,6 +209,7 @@ def table(results: dict[str, Any]) -> str:
     lines.append(
         f"convstore benchmark  {results['date']}  {'quick' if results['quick'] else 'full'}  "
         f"{env['cpu_count']} CPUs  load {env['load_average_start']}  {env['nats_server']}"
+        + (f"  {env['api_processes']} API processes" if env.get("api_processes") else "")
     )
     for note in results.get("notes", []):
         lines.append(f"note: {note}")

@@ -141,7 +141,11 @@ async def _run_mode_in(workdir: Path, mode: dict[str, Any], options: Options) ->
     if http:
         serve = ServeProcess(workdir / "serve", sync_always, options.code)
         server = await asyncio.to_thread(serve.start)
-        say(f"{name}: convstore serve on {server.base_url}, nats {server.nats_url}")
+        say(
+            f"{name}: convstore serve on {server.base_url} ({server.api_processes} API "
+            f"processes), nats {server.nats_url}"
+        )
+        mode["api_processes"] = server.api_processes
         try:
             ctx = Context(server.base_url, sizes, options.procs, server, options.model)
             if {"append"} & set(http):

@@ -1,5 +1,5 @@
 """Start and stop what the benchmark measures: `convstore serve` (embedded nats-server,
-projector and API in one process, as `make run` starts it) and, for the rebuild
+projector, model worker and API processes, as `make run` starts it) and, for the rebuild
 workload, a bare nats-server with the same configuration and no projector.
 
 The serve process is started with `python -m convstore serve` exactly as an operator
@@ -75,6 +75,7 @@ class ServeProcess:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "serve.log"
+        self.api_processes = 0  # how many serve runs, once started
 
     @property
     def base_url(self) -> str:
@@ -118,10 +119,64 @@ class ServeProcess:
                 raise RuntimeError(f"convstore serve exited: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.root_url + "/readyz", timeout=2).status_code == 200:
-                    return self
+                    break
             time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"convstore serve not ready in {timeout}s: {self.log_tail()}")
+        else:
+            self.stop()
+            raise RuntimeError(f"convstore serve not ready in {timeout}s: {self.log_tail()}")
+        try:
+            self.api_processes = self.wait_api_processes(deadline - time.monotonic())
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def api_pids(self) -> list[int]:
+        """The processes that accept on serve's port: serve, and its `convstore api`
+        children (CONVSTORE_API_PROCESSES, default one per core up to 4)."""
+        children = []
+        for child in psutil.Process(self.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if "api" in child.cmdline():
+                    children.append(int(child.pid))
+        return [self.pid, *sorted(children)]
+
+    def wait_api_processes(self, timeout: float) -> int:
+        """Wait until every API process answers (serve's /readyz answers once one does):
+        open connections until each has accepted one. Without this the first workload
+        would run while the others still import. Returns how many there are."""
+        deadline = time.monotonic() + timeout
+        with contextlib.ExitStack() as stack:
+            while True:
+                pids = self.api_pids()
+                served = self._accepted(pids)
+                if all(served.values()):
+                    return len(pids)
+                assert self.process is not None
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"convstore serve: API processes {served} did not all answer in "
+                        f"{timeout:.0f}s: {self.log_tail()}"
+                    )
+                for _ in range(8):  # kept open, so each one counts for the process it reached
+                    client = stack.enter_context(httpx.Client(base_url=self.root_url))
+                    with contextlib.suppress(httpx.HTTPError):
+                        client.get("/readyz", timeout=2)
+                time.sleep(0.1)
+
+    def _accepted(self, pids: list[int]) -> dict[int, bool]:
+        """Whether each process holds an established connection on serve's port."""
+        out = {}
+        for pid in pids:
+            try:
+                conns = psutil.Process(pid).net_connections(kind="tcp")
+            except psutil.Error:
+                conns = []
+            out[pid] = any(
+                c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.port
+                for c in conns
+            )
+        return out
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -152,8 +207,8 @@ class ServeProcess:
         raise RuntimeError("the serve process has no nats-server child")
 
     def pids(self) -> dict[str, int]:
-        """serve (the API), its nats-server, and the projector and model worker it runs as
-        child processes."""
+        """serve (an API process), its nats-server, and the projector, model worker and
+        further API processes (api2, api3, ...) it runs as child processes."""
         out = {"serve": self.pid, "nats-server": self.nats_pid}
         for child in psutil.Process(self.pid).children():
             with contextlib.suppress(psutil.Error):
@@ -161,6 +216,8 @@ class ServeProcess:
                 for role in ("projector", "worker"):
                     if role in cmd:
                         out[role] = int(child.pid)
+        for n, pid in enumerate(self.api_pids()[1:], start=2):
+            out[f"api{n}"] = pid
         return out
 
     def readiness(self) -> dict[str, Any]:

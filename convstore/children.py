@@ -1,8 +1,11 @@
-"""`convstore serve`'s projector and model worker, as child processes.
+"""`convstore serve`'s child processes: the projector, the model worker and the API
+processes beyond the first.
 
 In one process they shared the API's event loop (and its one core): every fold and every
 model-worker step delayed the requests in flight. As children they use the other cores,
 die with serve (Linux: PR_SET_PDEATHSIG), and are started again if they exit on their own.
+Each runs in a process group of its own, so a Ctrl-C in the terminal reaches serve alone,
+which then stops them in order (the API first, so in-flight requests finish).
 """
 
 import asyncio
@@ -21,14 +24,17 @@ RESTART_DELAY = 1.0
 class Child:
     """One `python -m convstore <command>` kept running until `stop`."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], pass_fds: tuple[int, ...] = ()) -> None:
         self.args = args
+        self.pass_fds = pass_fds  # inherited at the same numbers (the API's listening sockets)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "convstore", *self.args],
             preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            pass_fds=self.pass_fds,
+            process_group=0,
         )
 
     async def supervise(self, stop: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,19 @@ from workers.providers.registry import Registry, load_map
 from workers.runner import run_model_worker
 
 log = logging.getLogger("convstore")
+BACKLOG = 2048  # uvicorn's default
+
+
+def _api_processes(value: str) -> str:
+    """--api-processes: a number >= 1 or `auto` (checked here for a usage error, not a
+    validation traceback)."""
+    if value == "auto" or (value.isdigit() and int(value) >= 1):
+        return value
+    raise argparse.ArgumentTypeError("a number >= 1, or auto")
+
+
+def _fds(value: str) -> tuple[int, ...]:
+    return tuple(int(fd) for fd in value.split(","))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--port", type=int, help="listen port (default 8000)")
         if name == "serve":
             p.add_argument("--data-dir", type=Path, help="embedded NATS data (./.convstore)")
+            p.add_argument(
+                "--api-processes",
+                type=_api_processes,
+                help="API processes on the port: a number, or auto (one per core, at most 4)",
+            )
+        if name == "api":
+            # serve's extra API processes: accept on serve's listening sockets, inherited
+            # at these descriptors, instead of binding --host/--port.
+            p.add_argument("--fd", type=_fds, help=argparse.SUPPRESS)
         p.add_argument(
             "--nats-url",
             help="NATS URL(s), comma-separated"
@@ -66,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    skip = ("command", "conversation_id", "reason")
+    skip = ("command", "conversation_id", "reason", "fd")
     flags = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
     return Settings(**flags)
 
@@ -107,9 +130,49 @@ def api_keys_or_exit(settings: Settings, command: str) -> api_keys.KeyRing | Non
     return keys
 
 
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for host:port, bound as uvicorn binds them itself (asyncio's
+    create_server: one per address `host` resolves to, SO_REUSEADDR, IPv6 only on IPv6
+    ones). Bound once by serve, so every API process accepts from the same ones: a taken
+    port fails once, and port 0 is one port for all of them."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # the port the first one got
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"error while attempting to bind on address {address[:2]!r}: "
+                    f"{(exc.strerror or '').lower()}",
+                ) from None
+            sock.listen(BACKLOG)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 async def _serve_http(
-    settings: Settings, urls: list[str], stop: asyncio.Event, keys: api_keys.KeyRing | None
+    settings: Settings,
+    urls: list[str],
+    stop: asyncio.Event,
+    keys: api_keys.KeyRing | None,
+    sockets: list[socket.socket] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
+    """The API until `stop`, then drained; on `sockets` when given (serve's, bound once
+    for all its API processes), else on its own socket for settings.host:port.
+    `on_started` is called once it serves."""
     app = create_app(
         urls,
         replicas=settings.replicas,
@@ -128,13 +191,25 @@ async def _serve_http(
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    await asyncio.wait(
-        [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-    )
-    server.should_exit = True
-    await task
-    stop.set()
+    task = asyncio.create_task(server.serve(sockets=sockets))
+    watch = asyncio.create_task(_when_started(server, on_started)) if on_started else None
+    try:
+        await asyncio.wait(
+            [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        server.should_exit = True
+        await task
+    finally:
+        stop.set()
+        if watch:
+            watch.cancel()
+
+
+async def _when_started(server: uvicorn.Server, call: Callable[[], None]) -> None:
+    """Call `call` once uvicorn serves (it has no hook for that)."""
+    while not server.started:
+        await asyncio.sleep(0.05)
+    call()
 
 
 async def _model_worker(settings: Settings, urls: list[str], stop: asyncio.Event) -> None:
@@ -150,11 +225,33 @@ async def _model_worker(settings: Settings, urls: list[str], stop: asyncio.Event
     )
 
 
+def _listen_or_exit(settings: Settings) -> list[socket.socket]:
+    try:
+        sockets = listen(settings.host, settings.port)
+    except OSError as exc:
+        raise SystemExit(f"convstore serve: {exc}") from None
+    port = sockets[0].getsockname()[1]
+    log.info(
+        "API on http://%s:%d in %d processes",
+        f"[{settings.host}]" if ":" in settings.host else settings.host,
+        port,
+        settings.api_process_count(),
+    )
+    return sockets
+
+
 async def serve(
     settings: Settings, stop: asyncio.Event, keys: api_keys.KeyRing | None = None
 ) -> None:
     """NATS (embedded unless a URL is given), then the projector and a model worker as
-    child processes (convstore/children.py), and the API in this one."""
+    child processes (convstore/children.py), and the API in this one.
+
+    With api_processes > 1 the API runs in that many processes: this one, and children
+    (`convstore api --fd`) that inherit the listening sockets bound here, so the kernel
+    hands each connection to whichever process accepts it first (an idle one, usually).
+    They hold no state of their own: any of them can answer any request."""
+    processes = settings.api_process_count()
+    sockets = _listen_or_exit(settings) if processes > 1 else None  # before anything starts
     embedded = None
     urls = settings.nats_urls
     if not urls:
@@ -162,17 +259,45 @@ async def serve(
         urls = [embedded.start()]
     common = ["--nats-url", ",".join(urls), "--replicas", str(settings.replicas)]
     children = [Child(["projector", *common]), Child(["worker", *common])]
+    apis: list[Child] = []
+    if sockets:
+        fds = tuple(s.fileno() for s in sockets)
+        where = ["--host", settings.host, "--port", str(sockets[0].getsockname()[1])]
+        fd_flag = ["--fd", ",".join(map(str, fds))]
+        apis = [Child(["api", *common, *where, *fd_flag], fds) for _ in range(processes - 1)]
     # The children stop only once the API has drained: in-flight reads wait for the
     # projector, and in-flight responses for the worker.
     children_stop = asyncio.Event()
     supervised = [asyncio.create_task(c.supervise(children_stop)) for c in children]
+    # The further API processes start once this one serves: until then the cores go to
+    # this one, the projector and the worker (on a busy machine, six imports at once
+    # delayed the projector past the first reads' wait). They all drain at once, on
+    # serve's own stop. A child is started (again) only while `stop` is unset: once it
+    # is set, uvicorn closes the sockets in this process and their numbers may be reused.
+    apis_supervised: list[asyncio.Task[None]] = []
+
+    def start_apis() -> None:
+        if not stop.is_set():
+            apis_supervised.extend(asyncio.create_task(c.supervise(stop)) for c in apis)
+
     try:
-        await _serve_http(settings, urls, stop, keys)  # drains in-flight requests first
+        try:
+            # drains in-flight requests first
+            await _serve_http(settings, urls, stop, keys, sockets, start_apis if apis else None)
+        finally:
+            await asyncio.gather(*apis_supervised, return_exceptions=True)
     finally:
         children_stop.set()
         await asyncio.gather(*supervised, return_exceptions=True)
+        for sock in sockets or []:
+            sock.close()  # uvicorn has closed them, unless it never started
         if embedded:
             embedded.stop()
+
+
+def _inherited(fds: tuple[int, ...] | None) -> list[socket.socket] | None:
+    """serve's listening sockets, passed to this `convstore api` at these descriptors."""
+    return None if fds is None else [socket.socket(fileno=fd) for fd in fds]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,7 +318,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"convstore {args.command}: --nats-url (or CONVSTORE_NATS_URL) needed")
     runs: dict[str, Callable[[asyncio.Event], Awaitable[Any]]] = {
         "serve": lambda stop: serve(settings, stop, keys),
-        "api": lambda stop: _serve_http(settings, settings.nats_urls, stop, keys),
+        "api": lambda stop: _serve_http(
+            settings, settings.nats_urls, stop, keys, _inherited(getattr(args, "fd", None))
+        ),
         "projector": lambda stop: run_projector(settings.nats_urls, stop, settings.replicas),
         "worker": lambda stop: _model_worker(settings, settings.nats_urls, stop),
         "rebuild": lambda _: run_rebuild(settings),

@@ -87,6 +87,9 @@ class EmbeddedNats:
                 stdout=logfile,
                 stderr=logfile,
                 preexec_fn=die_with_parent if sys.platform == "linux" else None,
+                # Not in convstore's process group: a Ctrl-C there reaches serve alone,
+                # which stops this server last, once the API has drained.
+                process_group=0,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

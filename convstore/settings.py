@@ -1,6 +1,9 @@
 """Settings from `CONVSTORE_*` environment variables, overridden by command-line flags."""
 
+import math
+import os
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +16,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # API processes `serve` runs on its one port: the API is one event loop (one core) per
+    # process and holds no state, so more processes use more cores. "auto": see
+    # api_process_count. 1 is the API in serve's own process only.
+    api_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     data_dir: Path = Path(".convstore")
     # Comma-separated NATS URLs; empty means: start an embedded nats-server.
     nats_url: str = ""
@@ -42,6 +49,16 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(0, ge=0)  # 0 = one second's worth
     idempotency_ttl: float = Field(24 * 3600.0, gt=0)  # seconds an Idempotency-Key is kept
 
+    def api_process_count(self) -> int:
+        """`api_processes`; "auto" is one per usable core, at most 4. More processes than
+        cores add memory (~65 MB each) and no throughput. The cap is a judgment: all of
+        them feed one projector (one core) and one nats-server on the same machine, so
+        past a few the API is no longer what limits serve; scale further with `convstore
+        api` replicas on other machines."""
+        if isinstance(self.api_processes, int):
+            return self.api_processes
+        return max(1, min(usable_cores(), AUTO_API_PROCESSES_MAX))
+
     def limits(self) -> Limits:
         return Limits(
             max_body_bytes=self.max_body_bytes,
@@ -54,3 +71,20 @@ class Settings(BaseSettings):
     @property
     def nats_urls(self) -> list[str]:
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+
+AUTO_API_PROCESSES_MAX = 4
+
+
+def usable_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may run on: its CPU affinity (a cpuset, taskset), and a
+    cgroup v2 CPU quota (a container's --cpus), which neither affinity nor cpu_count see."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cores = cores or os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota
+    return cores

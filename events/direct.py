@@ -6,6 +6,7 @@ subjects (`multi_last`), e.g. twenty KV keys: one round trip instead of one per 
 
 import asyncio
 import json
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,43 +37,94 @@ class Batch(list[DirectMsg]):
     pending: int = 0
 
 
-async def direct_batch(nc: NATS, stream: str, request: dict[str, Any], timeout: float) -> Batch:
-    """The messages of one batched direct get, until its end-of-batch status. A
-    multi_last request is one point-in-time read of all its subjects (ADR-31)."""
-    if not nc.is_connected:
-        raise DirectGetUnavailable("not connected to NATS")
-    out = Batch()
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+class _Batch:
+    """Collects one batch's messages until its end-of-batch status."""
 
-    async def collect(msg: Msg) -> None:
-        # A callback, not next_msg(): no task and timer per message of the batch.
-        if done.done():
+    def __init__(self) -> None:
+        self.out = Batch()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def add(self, msg: Msg) -> None:
+        if self.done.done():
             return
         headers = msg.headers or {}
         status = headers.get("Status")
         if status in ("204", "404"):  # end of batch; nothing found
-            out.pending = int(headers.get("Nats-Num-Pending") or 0)
-            done.set_result(None)
+            self.out.pending = int(headers.get("Nats-Num-Pending") or 0)
+            self.done.set_result(None)
         elif status == "413":
-            done.set_exception(TooManySubjects(headers.get("Description", "")))
+            self.done.set_exception(TooManySubjects(headers.get("Description", "")))
         elif status:
-            done.set_exception(
+            self.done.set_exception(
                 DirectGetUnavailable(
                     f"direct get answered {status} {headers.get('Description', '')}"
                 )
             )
         else:
-            out.append(
+            self.out.append(
                 DirectMsg(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data, headers)
             )
 
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=collect)
+
+class _Inbox:
+    """One wildcard inbox subscription per connection, shared by all its batches: a batch
+    then costs one publish, not a SUB, a publish and an UNSUB (each its own write)."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.prefix = nc.new_inbox()
+        self.batches: dict[str, _Batch] = {}
+        self.subscribed: asyncio.Task[None] | None = None
+        self.next = 0
+
+    async def ready(self) -> None:
+        failed = (
+            self.subscribed is not None
+            and self.subscribed.done()
+            and (self.subscribed.cancelled() or self.subscribed.exception() is not None)
+        )
+        if self.subscribed is None or failed:
+            self.subscribed = asyncio.ensure_future(self._subscribe())
+        await asyncio.shield(self.subscribed)
+
+    async def _subscribe(self) -> None:
+        # A callback, not next_msg(): no task and timer per message of a batch.
+        await self.nc.subscribe(f"{self.prefix}.*", cb=self._route)
+
+    async def _route(self, msg: Msg) -> None:
+        batch = self.batches.get(msg.subject[len(self.prefix) + 1 :])
+        if batch is not None:
+            batch.add(msg)
+
+    def open(self) -> tuple[str, _Batch]:
+        self.next += 1
+        token = str(self.next)
+        self.batches[token] = batch = _Batch()
+        return token, batch
+
+
+_inboxes: "weakref.WeakKeyDictionary[NATS, _Inbox]" = weakref.WeakKeyDictionary()
+
+
+async def direct_batch(nc: NATS, stream: str, request: dict[str, Any], timeout: float) -> Batch:
+    """The messages of one batched direct get, until its end-of-batch status. A
+    multi_last request is one point-in-time read of all its subjects (ADR-31)."""
+    if not nc.is_connected:
+        raise DirectGetUnavailable("not connected to NATS")
+    inbox = _inboxes.get(nc)
+    if inbox is None:
+        inbox = _inboxes[nc] = _Inbox(nc)
+    await inbox.ready()
+    token, batch = inbox.open()
     try:
-        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox)
-        await asyncio.wait_for(done, timeout)
-        return out
+        await nc.publish(
+            f"$JS.API.DIRECT.GET.{stream}",
+            json.dumps(request).encode(),
+            reply=f"{inbox.prefix}.{token}",
+        )
+        await asyncio.wait_for(batch.done, timeout)
+        return batch.out
     except TimeoutError as exc:
         raise DirectGetUnavailable("direct get timed out") from exc
     finally:
-        await sub.unsubscribe()
+        del inbox.batches[token]

@@ -9,6 +9,7 @@ idempotency key per event (`Nats-Msg-Id`, the event id).
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -124,10 +125,31 @@ def _unavailable(exc: BaseException) -> bool:
 class EventStore:
     """Appends and reads one conversation's events on the shared stream."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext, timeout: float = 5.0) -> None:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, timeout: float = 5.0, heads: int = 10_000
+    ) -> None:
         self.nc = nc
         self.js = js
         self.timeout = timeout
+        # The heads this process appended last, per conversation (LRU): a command may
+        # decide on one instead of reading the head, since the append's expected-sequence
+        # guard refuses it if anyone appended since. Never used by reads.
+        self._heads: OrderedDict[str, Head] = OrderedDict()
+        self._heads_max = heads
+
+    def appended_head(self, conversation_id: str) -> Head | None:
+        """The head this process left after its own last append to the conversation (it
+        may be stale: only an append guarded by its sequence may rely on it)."""
+        return self._heads.get(conversation_id)
+
+    def forget_head(self, conversation_id: str) -> None:
+        self._heads.pop(conversation_id, None)
+
+    def _remember(self, conversation_id: str, head: Head) -> None:
+        self._heads[conversation_id] = head
+        self._heads.move_to_end(conversation_id)
+        if len(self._heads) > self._heads_max:
+            self._heads.popitem(last=False)
 
     async def head(self, conversation_id: str) -> Head | None:
         """The conversation's last event, read straight from the log (one direct get)."""
@@ -239,8 +261,12 @@ class EventStore:
                     stream=STREAM_NAME,
                     headers={**self._headers(events[0]), **owner, **guard},
                 )
-                return ack.seq
-            return await self._append_batch(events, payloads, {**owner, **guard})
+                seq = ack.seq
+            else:
+                seq = await self._append_batch(events, payloads, {**owner, **guard})
+            last = events[-1]
+            self._remember(conversation_id, Head(seq, last.id, last.type, last.hash, tenant))
+            return seq
         except APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise ConcurrencyConflict(exc.description or "wrong last sequence") from exc

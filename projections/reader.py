@@ -2,15 +2,24 @@
 
 A page walks dense positions in windows of the size it still needs, so it reads
 about `limit` keys whatever the conversation's length (plus any deleted holes).
+
+Read-your-writes: a read names the log position it must see (the conversation's head).
+When the stored views are a few events short of it, the reader folds those events from
+the log itself (`caught_up`), so a read right after a write costs one more request, not
+a wait for the projector.
 """
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from events.history import History
 from events.ids import response_thread
+from events.schema import decode_lenient
+from projections.fold import Folder
+from projections.overlay import OverlayViews
 from projections.store import ViewStore
 from projections.views import (
     CHECKPOINT_KEY,
@@ -29,6 +38,9 @@ from projections.views import (
 )
 
 Order = Literal["asc", "desc"]
+# The most events a read folds itself; a view further behind is waited for (the projector
+# is then far behind or down, and folding a long tail per request would cost every reader).
+READ_THROUGH_MAX = 64
 
 
 class ProjectionLagging(Exception):
@@ -46,9 +58,12 @@ class Page:
 
 
 class ViewReader:
-    def __init__(self, views: ViewStore, wait_timeout: float = 5.0) -> None:
+    def __init__(
+        self, views: ViewStore, wait_timeout: float = 5.0, history: History | None = None
+    ) -> None:
         self.views = views
         self.wait_timeout = wait_timeout
+        self.history = history  # the log, for reads that fold the last few events themselves
         # ActiveViews: a satisfied wait pins the bucket it read for the rest of the request
         self._pin: Callable[[], None] | None = getattr(views, "pin", None)
 
@@ -89,11 +104,97 @@ class ViewReader:
         keys = (item_key(conversation_id, pos) for pos in range(conv.next_item_pos))
         return conv, [found[k] for k in keys if k in found]
 
+    async def caught_up(
+        self, conversation_id: str, min_seq: int | Awaitable[int]
+    ) -> tuple[ConversationView, "ViewReader"]:
+        """The conversation as of log position `min_seq` or later, and a reader of its
+        views at that point: the stored views when they have it; else, when at most
+        READ_THROUGH_MAX events are missing, the stored views with those events folded
+        in memory on top (the projector's own fold, so the same result); else the stored
+        views once the projector has caught up. Other conversations' keys in the
+        returned reader (the tenant's index) may be stale: it serves this one only.
+
+        `min_seq` may be an awaitable (the head read in flight): the stored view is
+        read meanwhile, so the two requests cost one round trip of waiting, not two."""
+        if self._pin:
+            self._pin()  # before the task below, which inherits this context
+        key = conversation_key(conversation_id)
+        stored = asyncio.ensure_future(self.views.get(key))
+        if not isinstance(min_seq, int):
+            try:
+                min_seq = await min_seq
+            except BaseException:
+                stored.cancel()
+                raise
+        raw = await stored
+        view = ConversationView(**raw) if raw else None
+        if view is not None and view.last_seq >= min_seq:
+            return view, self
+        prefetch = [index_key(view.tenant)] if view else []
+        reader = await self._fold_tail(conversation_id, key, raw, prefetch, min_seq)
+        if reader is not None:
+            folded = await reader.conversation(conversation_id)
+            if folded is not None and folded.last_seq >= min_seq:
+                return folded, reader
+        return await self.conversation_at(conversation_id, min_seq), self
+
+    async def response_caught_up(
+        self, response_id: str, min_seq: int
+    ) -> tuple[ResponseView | None, "ViewReader"]:
+        """`caught_up` for a response (its thread up to `min_seq`, the thread's head)."""
+        thread = response_thread(response_id)
+        if thread != response_id:
+            _, reader = await self.caught_up(thread, min_seq)
+            return await reader.response(response_id), reader
+        if self._pin:
+            self._pin()
+        key = response_key(thread, response_id)
+        raw = await self.views.get(key)
+        view = ResponseView(**raw) if raw else None
+        if view is not None and view.last_seq >= min_seq:
+            return view, self
+        reader = await self._fold_tail(thread, key, raw, [], min_seq)
+        if reader is not None:
+            folded = await reader.response(response_id)
+            if folded is not None and folded.last_seq >= min_seq:
+                return folded, reader
+        return await self._response_waited(response_id, min_seq), self
+
+    async def _fold_tail(
+        self,
+        thread: str,
+        key: str,
+        raw: dict[str, Any] | None,
+        prefetch: list[str],
+        min_seq: int,
+    ) -> "ViewReader | None":
+        """A reader of the stored views plus the thread's events after `raw` (the
+        stored view under `key`) folded in memory; None without a log to read, or when
+        the tail is longer than READ_THROUGH_MAX or does not reach `min_seq`."""
+        if self.history is None:
+            return None
+        overlay = OverlayViews(self.views, {key: raw} if raw else {})
+        after = int(raw["last_seq"]) if raw else 0
+        (stored, more), _ = await asyncio.gather(
+            self.history.page(thread, after, READ_THROUGH_MAX),
+            overlay.prefetch([CHECKPOINT_KEY, *prefetch]),
+        )
+        if more or not stored or stored[-1].seq < min_seq:
+            return None
+        await Folder(overlay, cache_size=0).fold(
+            [decode_lenient(e.data, e.seq, e.subject) for e in stored]
+        )
+        return ViewReader(overlay, self.wait_timeout)
+
     async def response(self, response_id: str) -> ResponseView | None:
         raw = await self.views.get(response_key(response_thread(response_id), response_id))
         return ResponseView(**raw) if raw else None
 
     async def response_at(self, response_id: str, min_seq: int) -> ResponseView | None:
+        """The response as of its thread's position `min_seq` (read-your-writes)."""
+        return (await self.response_caught_up(response_id, min_seq))[0]
+
+    async def _response_waited(self, response_id: str, min_seq: int) -> ResponseView | None:
         """The response once the views have applied its thread up to `min_seq` (the
         thread's head): read-your-writes. The caller checks first that the head is not
         an erasure or deletion, after which nothing would ever arrive."""

@@ -43,7 +43,7 @@ class MemoryViews:
         return [self.data.get(k) for k in keys]
 
     async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None:
-        return {k: v for k, v in self.data.items() if any(_matches(p, k) for p in patterns)}
+        return {k: v for k, v in self.data.items() if any(subject_matches(p, k) for p in patterns)}
 
     async def write(self, changes: list[Change]) -> None:
         for change in changes:
@@ -156,7 +156,7 @@ class KVViews:
             )
 
 
-def _matches(pattern: str, key: str) -> bool:
+def subject_matches(pattern: str, key: str) -> bool:
     """NATS subject matching: `*` is one token, a final `>` one or more."""
     want, have = pattern.split("."), key.split(".")
     for n, token in enumerate(want):

@@ -58,6 +58,9 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
     assert w["append"]["one_at_a_time"]["latency"]["n"] == sizes["sequential"]
     assert w["append"]["in_flight"]["per_second"] > 0
     assert w["append"]["in_flight"]["errors"] == 0
+    floor = w["append"]["http_floor"]
+    assert floor["one_at_a_time"]["latency"]["n"] == sizes["sequential"]
+    assert floor["in_flight"]["per_second"] > 0 and floor["in_flight"]["errors"] == 0
     assert w["visibility"]["stale_reads"] == 0
     assert w["visibility"]["pair_latency"]["p99_ms"] > 0
     small, large = w["list"]["sizes"]
@@ -71,6 +74,11 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
     assert w["rebuild"]["raw_ordered_consumer"]["events"] == sizes["rebuild_events"]
     assert w["memory"]["conversations"] == sizes["memory_conversations"]
     assert w["memory"]["rss_after_mb"]["serve"] > 0
+    # every API process serve ran is measured (serve itself, then api2, api3, ...)
+    api_processes = results["environment"]["api_processes"]
+    assert api_processes == mode["api_processes"] >= 1
+    assert {f"api{n}" for n in range(2, api_processes + 1)} <= set(w["memory"]["rss_after_mb"])
+    assert set(w["append"]["in_flight"]["cpu"]) >= {"serve", "projector", "worker"}
     r = w["responses"]
     for series in ("conversation", "no_conversation"):
         assert r[series]["first_delta"]["n"] == sizes["responses"]
@@ -88,6 +96,8 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
     overhead = next(t for t in mode["targets"] if "first delta" in t["name"])
     assert overhead["measured"] == r["store_overhead_p50_ms"]
     assert all(t["passed"] in (True, False, None) for t in mode["targets"])
+    append_targets = [t for t in mode["targets"] if "append" in t["name"]]
+    assert [t["reachable"] in (True, False) for t in append_targets] == [True, True]
 
     png = tmp_path / "latency.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -95,3 +105,4 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
 
     assert "targets:" in run.stdout
     assert "response, on a conversation" in run.stdout
+    assert "HTTP floor: GET /healthz" in run.stdout

@@ -4,6 +4,11 @@ import asyncio
 
 import httpx
 
+from events.commands import decide_and_append
+from events.schema import ConversationCreated, ItemAdded
+from events.store import EventStore, Head
+from tests.test_projector import message
+
 
 async def test_50_concurrent_appends_read_your_writes(api_urls):
     a, b = api_urls
@@ -57,3 +62,75 @@ async def test_read_your_writes_metadata_and_delete(api_urls):
         assert (await http.get(f"{a}/v1/conversations/{conv}")).status_code == 404
         listed = (await http.get(f"{a}/v1/conversations", params={"limit": 100})).json()
         assert conv not in [c["id"] for c in listed["data"]]
+
+
+async def test_a_replica_never_refuses_on_the_head_it_remembers(api_urls):
+    """Replica `a` remembers the head its own last append left; `b` writes since. Through
+    HTTP: deleting the item `b` added succeeds on `a`, deleting one `b` deleted is a 404,
+    and a new item lands after `b`'s. (Whether `a`'s views lag here is up to timing; the
+    store-level tests below force the stale case.)"""
+    a, b = api_urls
+    user = {"type": "message", "role": "user"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        conv = (await http.post(f"{a}/v1/conversations", json={})).json()["id"]
+        items = f"/v1/conversations/{conv}/items"
+        first = (await http.post(a + items, json={"items": [{**user, "content": "a1"}]})).json()
+        added = (await http.post(b + items, json={"items": [{**user, "content": "b1"}]})).json()
+        item = added["data"][0]["id"]
+        r = await http.delete(f"{a}{items}/{item}")
+        assert r.status_code == 200, r.text  # a stale head would say 404
+        r = await http.delete(f"{b}{items}/{first['data'][0]['id']}")
+        assert r.status_code == 200, r.text
+        r = await http.delete(f"{a}{items}/{first['data'][0]['id']}")
+        assert r.status_code == 404, r.text  # gone, through b: only the real head says so
+        await http.post(b + items, json={"items": [{**user, "content": "b2"}]})
+        r = await http.post(a + items, json={"items": [{**user, "content": "a2"}]})
+        assert r.status_code == 200, r.text
+        page = (await http.get(a + items, params={"order": "asc"})).json()
+        assert [i["content"][0]["text"] for i in page["data"]] == ["b2", "a2"]
+        await http.delete(f"{b}/v1/conversations/{conv}")
+        r = await http.post(a + items, json={"items": [{**user, "content": "late"}]})
+        assert r.status_code == 404, r.text
+
+
+async def test_remembered_head_saves_the_head_read_and_a_stale_one_is_retried(store):
+    conv = "conv_remembered"
+    created = ConversationCreated(conversation_id=conv, created_at=1)
+    first = await store.append([created], 0)
+    other = EventStore(store.nc, store.js)  # another API replica
+    seen: list[int] = []
+
+    async def add(head: Head) -> list:
+        seen.append(head.seq)
+        return [ItemAdded(conversation_id=conv, item=message("x"))]
+
+    second, _ = await decide_and_append(store, conv, add)
+    assert seen == [first]  # decided on the remembered head: no head read
+    head = await other.head(conv)
+    third = await other.append(
+        [ItemAdded(conversation_id=conv, item=message("y"))], head.seq, head.hash
+    )
+    seen.clear()
+    fourth, _ = await decide_and_append(store, conv, add)
+    assert seen == [second, third]  # the guard refused the stale head; then the real one
+    assert fourth == third + 1
+
+
+async def test_a_refusal_on_a_remembered_head_is_judged_again_on_the_real_one(store):
+    conv = "conv_refusal"
+    await store.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
+    other = EventStore(store.nc, store.js)
+    head = await other.head(conv)
+    real = await other.append(
+        [ItemAdded(conversation_id=conv, item=message("y"))], head.seq, head.hash
+    )
+    seen: list[int] = []
+
+    async def only_on_the_real_head(head: Head) -> list:
+        seen.append(head.seq)
+        if head.seq < real:
+            raise LookupError("not there yet")  # what a stale view would say
+        return []
+
+    assert (await decide_and_append(store, conv, only_on_the_real_head))[0] == real
+    assert seen == [real - 1, real]

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from events.connection import connect
-from projections.apply import Delete, Put
+from projections.apply import Delete, PurgePrefix, Put
+from projections.overlay import OverlayViews
 from projections.reader import ProjectionLagging, ViewReader
 from projections.store import KVViews, MemoryViews, open_bucket
 from projections.views import conversation_key, item_key, ref_key
@@ -92,3 +93,24 @@ async def _in_memory(kv_views: KVViews, cids: list[str]) -> MemoryViews:
         assert found is not None
         await memory.write([Put(k, v) for k, v in found.items()])
     return memory
+
+
+async def test_an_overlay_answers_matching_keys_with_its_own_changes():
+    """A read-through overlay's folded changes win over the stored keys, deleted and purged
+    keys are gone, and keys it added match too."""
+    cid = "conv_overlay"
+    stored = MemoryViews()
+    await stored.write(changes(cid, 7, 3, deleted=set()))
+    overlay = OverlayViews(stored)
+    await overlay.write(
+        [
+            Put(conversation_key(cid), conversation(cid, 9, 4)),
+            Delete(item_key(cid, 1)),
+            Put(item_key(cid, 3), {"id": "msg_3", "pos": 3}),
+        ]
+    )
+    conv, items = await ViewReader(overlay).conversation_with_items(cid, 9)
+    assert conv.last_seq == 9 and [i["pos"] for i in items] == [0, 2, 3]
+    await overlay.write([PurgePrefix(conversation_key(cid) + ".")])
+    found = await overlay.get_matching([conversation_key(cid) + ".item.*"])
+    assert found == {}

@@ -21,9 +21,9 @@ def serve(tmp_path):
     url = f"http://127.0.0.1:{port}"
     running: list[Service] = []
 
-    def start() -> str:
+    def start(*flags: str) -> str:
         service = Service(
-            ["serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+            ["serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), *flags],
             tmp_path / "serve.log",
         ).start()
         running.append(service)
@@ -201,12 +201,22 @@ def test_nats_outage_gives_503_then_recovers(tmp_path):
         nats.stop()
 
 
-def test_children_stop_when_serve_is_killed(serve):
-    """nats-server, the projector and the model worker all go when serve is SIGKILLed."""
+@pytest.mark.parametrize("api_processes", [1, 2])
+def test_children_stop_when_serve_is_killed(serve, api_processes):
+    """nats-server, the projector, the model worker and the API processes beyond serve's
+    own all go when serve is SIGKILLed."""
     start, running = serve
-    start()
-    found = subprocess.run(["pgrep", "-P", str(running[0].process.pid)], capture_output=True)
-    children = [int(pid) for pid in found.stdout.decode().split()]
+    start("--api-processes", str(api_processes))
+    # nats-server, the projector, the model worker, and `convstore api` children (started
+    # once serve's own API answers)
+    expected = 3 + api_processes - 1
+    deadline = time.monotonic() + 10
+    while True:
+        found = subprocess.run(["pgrep", "-P", str(running[0].process.pid)], capture_output=True)
+        children = [int(pid) for pid in found.stdout.decode().split()]
+        if len(children) >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
     def alive() -> list[int]:
         out = []
@@ -219,7 +229,7 @@ def test_children_stop_when_serve_is_killed(serve):
                 out.append(pid)
         return out
 
-    assert len(alive()) == 3  # nats-server, the projector and the model worker
+    assert len(alive()) == expected
     running[0].stop(signal.SIGKILL)  # no chance to clean up: the kernel tells the children
     deadline = time.monotonic() + 10
     while alive() and time.monotonic() < deadline:

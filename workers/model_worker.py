@@ -30,7 +30,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from events import response_stream
-from events.chain import seal
 from events.schema import (
     EventBase,
     ItemAdded,
@@ -64,9 +63,6 @@ class Claim:
     view: ResponseView  # as of the claim (in progress, this attempt)
     attempt: int
     seq: int  # log position of the claim
-    event: ResponseInProgress  # the claim, as appended after `prev_hash`
-    prev_hash: str
-    tenant: str | None
     call: "asyncio.Task[None]"  # the model call, started while the claim was appended
     builder: OutputBuilder  # the call's output, on the response's stream
 
@@ -285,16 +281,7 @@ class ModelWorker:
             raise Done
         await writer.release()
         tasks.remove(call)  # the caller's now
-        return Claim(
-            _folded(view, [(claim, seq)]),
-            claim.attempt,
-            seq,
-            claim,
-            head.hash,
-            head.tenant,
-            call,
-            builder,
-        )
+        return Claim(_folded(view, [(claim, seq)]), claim.attempt, seq, call, builder)
 
     async def _run(
         self, request: ResponseRequested, claim: Claim, cancelled: asyncio.Event
@@ -410,12 +397,12 @@ class ModelWorker:
         When nothing was appended to the thread since our claim, the claim is still ours
         without asking the views; otherwise they decide (a cancel, a takeover, new items).
         With the claim at hand, the outcome is first appended as if the claim were still
-        the thread's head (its sequence and hash): no head read on the common path, and a
-        wrong-last-sequence answer when it is not."""
-        if claim is not None:
-            sealed, _ = seal(claim.event, claim.prev_hash)
+        the thread's head (the head the store remembers from appending it): no head read
+        on the common path, and a wrong-last-sequence answer when it is not."""
+        known = self.store.appended_head(request.conversation_id) if claim else None
+        if claim is not None and known is not None and known.seq == claim.seq:
             try:
-                seq = await self.store.append(events, claim.seq, sealed.hash, claim.tenant)
+                seq = await self.store.append(events, known.seq, known.hash, known.tenant)
             except ConcurrencyConflict:
                 pass  # the thread moved on: decide on its head
             else:

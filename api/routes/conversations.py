@@ -9,7 +9,7 @@ from api import validation
 from api.auth import Caller, require_tenant
 from api.errors import invalid, not_found
 from api.keys import Principal
-from api.services import Svc, client_ip
+from api.services import Services, Svc, client_ip
 from api.tenancy import check_owner, conversation_not_found, owned_live_head
 from events import commands
 from events.history import History
@@ -40,6 +40,10 @@ def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
+async def _head_seq(svc: Services, caller: Principal, conversation_id: str) -> int:
+    return (await owned_live_head(svc.store, caller, conversation_id)).seq
+
+
 async def conversation_reader(
     svc: Svc, caller: Principal, conversation_id: str, as_of: str | None
 ) -> tuple[ConversationView, ViewReader]:
@@ -47,8 +51,7 @@ async def conversation_reader(
     only of a conversation of the caller's tenant."""
     point = validation.as_of(as_of)
     if point is None:
-        head = await owned_live_head(svc.store, caller, conversation_id)
-        return await svc.reader.conversation_at(conversation_id, head.seq), svc.reader
+        return await svc.reader.caught_up(conversation_id, _head_seq(svc, caller, conversation_id))
     reader = await reader_as_of(History(svc.store), conversation_id, seq=point[0], time=point[1])
     view = await reader.conversation(conversation_id)
     if view is None or view.deleted:

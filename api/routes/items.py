@@ -98,8 +98,8 @@ async def delete_item(
 
     async def decide(head: Head) -> list[EventBase]:
         await check_owner(svc.store, caller, conversation_id, head)
-        view = await svc.reader.conversation_at(conversation_id, head.seq)
-        if await svc.reader.item(conversation_id, item_id) is None:
+        view, reader = await svc.reader.caught_up(conversation_id, head.seq)
+        if await reader.item(conversation_id, item_id) is None:
             raise not_found(f"Item with id '{item_id}' not found.")
         state["conversation"] = view.public()
         return [ItemDeleted(conversation_id=conversation_id, item_id=item_id, actor=who)]

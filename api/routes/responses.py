@@ -28,6 +28,7 @@ from events.response_stream import Frame
 from events.schema import Actor, EventBase, ResponseCancelled, ResponseDeleted, ResponseRequested
 from events.store import EventStore, Head
 from events.subjects import is_safe_id
+from projections.reader import ViewReader
 from projections.responses import apply_response
 from projections.views import ResponseView
 
@@ -46,7 +47,9 @@ def _thread_of(response_id: str) -> str:
     return response_thread(response_id)
 
 
-async def _read(svc: Services, caller: Principal, response_id: str) -> tuple[Head, ResponseView]:
+async def _read(
+    svc: Services, caller: Principal, response_id: str
+) -> tuple[Head, ResponseView, ViewReader]:
     """The response as of its thread's head (read-your-writes), or 404 (also when it is
     another tenant's: the same answer as for an id that never existed)."""
     thread = _thread_of(response_id)
@@ -57,11 +60,11 @@ async def _read(svc: Services, caller: Principal, response_id: str) -> tuple[Hea
         raise _missing(response_id)
     if head.tenant is not None:  # refuse before waiting for the views
         require_tenant(caller, head.tenant, f"Response with id '{response_id}' not found.")
-    view = await svc.reader.response_at(response_id, head.seq)
+    view, reader = await svc.reader.response_caught_up(response_id, head.seq)
     if view is None or not view.store:
         raise _missing(response_id)
     require_tenant(caller, view.tenant, f"Response with id '{response_id}' not found.")
-    return head, view
+    return head, view, reader
 
 
 def _response_head(response_id: str) -> Any:
@@ -81,7 +84,7 @@ def _response_head(response_id: str) -> Any:
 async def _previous(svc: Services, caller: Principal, previous_id: str) -> None:
     """A previous response must exist and have finished with output to continue from."""
     try:
-        _, view = await _read(svc, caller, previous_id)
+        _, view, _ = await _read(svc, caller, previous_id)
     except APIError:
         raise invalid(
             f"Previous response with id '{previous_id}' not found.", "previous_response_id"
@@ -197,7 +200,7 @@ async def create_response(
                 event = frame.event()
                 if "response" in event:
                     return dict(event["response"])
-    _, view = await _read(svc, caller, view.id)
+    _, view, _ = await _read(svc, caller, view.id)
     return view.public()
 
 
@@ -211,7 +214,7 @@ async def retrieve_response(
     starting_after: int | None = Query(None, ge=0),
 ) -> StreamingResponse | dict[str, Any]:
     validation.include(include_param(request))
-    _, view = await _read(svc, caller, response_id)
+    _, view, _ = await _read(svc, caller, response_id)
     if stream:
         if view.terminal and await response_stream.last_event(svc.js, view.id) is None:
             # Its streaming events have expired: what is left to say is how it ended.
@@ -307,8 +310,8 @@ async def list_input_items(
     limit_, order_ = validation.page(limit, order)
     after = validation.cursor(after)
     validation.include(include_param(request))
-    _, view = await _read(svc, caller, response_id)
-    items = await svc.reader.response_input(view.id)
+    _, view, reader = await _read(svc, caller, response_id)
+    items = await reader.response_input(view.id)
     if order_ == "desc":
         items.reverse()
     if after is not None:

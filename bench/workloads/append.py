@@ -4,6 +4,10 @@
 One at a time shows the cost of one append (validate, read the head, publish with the
 expected-sequence guard, PubAck); 64 in flight shows how far that scales on one server.
 Each conversation has one writer, so there are no optimistic-concurrency retries.
+
+Both are measured a second time against `GET /healthz`, which does no store work at all:
+the HTTP floor. Whatever the store does, an append cannot beat the floor plus one raw
+publish, so the floor says which targets this HTTP stack can reach at all.
 """
 
 import time
@@ -43,14 +47,41 @@ async def in_flight(ctx: Context) -> dict[str, Any]:
     return {**figures, "in_flight": n, "latency": summary(latencies), "cpu": cpu.rounded()}
 
 
+async def http_floor(ctx: Context) -> dict[str, Any]:
+    """`GET /healthz` one at a time and with as many in flight as the append: the cost of
+    uvicorn, the ASGI middleware and the client, with no NATS request at all."""
+    url = ctx.base_url.removesuffix("/").removesuffix("/v1") + "/healthz"
+    latencies: list[float] = []
+    async with load.http_client(url) as client:
+        for n in range(ctx.sizes.warmup + ctx.sizes.sequential):
+            start = time.perf_counter()
+            (await client.get(url)).raise_for_status()
+            if n >= ctx.sizes.warmup:
+                latencies.append(time.perf_counter() - start)
+    params = {"url": url, "workers": ctx.sizes.in_flight}
+    with CpuMeter(ctx.pids()) as cpu:
+        figures = await load.measure("http_get", params, ctx.sizes.seconds, ctx.procs)
+    many = figures.pop("latencies")
+    return {
+        "path": "/healthz",
+        "one_at_a_time": {"latency": summary(latencies)},
+        "in_flight": {**figures, "latency": summary(many), "cpu": cpu.rounded()},
+    }
+
+
 async def run(ctx: Context) -> dict[str, Any]:
+    if ctx.server is None:  # --target: another server need not have /healthz
+        floor = None
+    else:
+        floor = await http_floor(ctx)
     sequential = await one_at_a_time(ctx)
     lag = await ctx.settle()
     concurrent = await in_flight(ctx)
     # The backlog the projector still had to fold when the 64-in-flight window closed.
     concurrent["projector_catch_up_s"] = _round(await ctx.settle())
     sequential["projector_catch_up_s"] = _round(lag)
-    return {"one_at_a_time": sequential, "in_flight": concurrent}
+    figures = {"one_at_a_time": sequential, "in_flight": concurrent}
+    return figures if floor is None else {**figures, "http_floor": floor}
 
 
 def _round(value: float | None) -> float | None:

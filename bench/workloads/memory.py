@@ -1,6 +1,7 @@
-"""Memory: RSS of the serve process (API and projector run in it) and of its nats-server,
-before and after creating N conversations over HTTP (64 in flight) and letting the
-projector fold them all.
+"""Memory: RSS of every convstore process serve runs (serve itself, an API process; the
+further API processes api2, api3, ...; the projector; the model worker) and of its
+nats-server, before and after creating N conversations over HTTP (64 in flight) and
+letting the projector fold them all.
 
 Conversations are the unit that could leak: the API keeps no per-conversation state,
 and the projector's view cache is meant to be bounded (10,000 views). The figure is the
@@ -51,7 +52,8 @@ async def run(ctx: Context) -> dict[str, Any]:
         "rss_before_mb": {k: round(v / MB, 1) for k, v in before.items()},
         "rss_after_mb": {k: round(v / MB, 1) for k, v in after.items()},
         "rss_growth_mb": growth,
-        # convstore's own processes: the API (serve), the projector and the model worker.
+        # convstore's own processes: the API ones (serve, api2, ...), the projector and the
+        # model worker.
         "serve_growth_per_100k_mb": round(
             convstore_growth(growth) * 100_000 / max(created.count, 1), 1
         ),

@@ -78,7 +78,7 @@ async def one_at_a_time(ctx: Context, on_conversation: bool) -> dict[str, Any]:
         # Where the time went, from the servers' stored timestamps (bench/milestones.py).
         "segments": traced,
         "cpu": cpu.rounded(),
-        # CPU per response, by process: the serve process runs API, projector and worker.
+        # CPU per response, by process (serve and api2, ... are the API processes).
         "cpu_ms_per_response": {
             name: round(share * wall / max(len(samples), 1) * 1000, 2)
             for name, share in cpu.shares.items()

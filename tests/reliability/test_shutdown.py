@@ -129,14 +129,21 @@ def _embedded_url(data_dir: Path) -> str:
     return f"nats://127.0.0.1:{port.group(1)}"
 
 
-async def test_sigterm_to_serve_drains_and_keeps_every_acknowledged_write(tmp_path, report):
+@pytest.mark.parametrize("api_processes", [1, 2])
+async def test_sigterm_to_serve_drains_and_keeps_every_acknowledged_write(
+    tmp_path, report, api_processes
+):
+    """With 2 API processes, both drain the requests they hold (the kernel spreads the
+    load's connections over them), then the projector, the model worker and NATS stop."""
     data = tmp_path / "data"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
     def serve() -> Service:
         args = ["serve", "--data-dir", str(data), "--port", str(port)]
-        return Service(args, tmp_path / "serve.log").start()
+        return Service(
+            [*args, "--api-processes", str(api_processes)], tmp_path / "serve.log"
+        ).start()
 
     first = serve()
     try:
@@ -157,6 +164,7 @@ async def test_sigterm_to_serve_drains_and_keeps_every_acknowledged_write(tmp_pa
             "unacknowledged_found_in_log": log.unacked_in_log,
             "write_statuses": statuses(load.writes),
             "faults_injected": "1 x SIGTERM to convstore serve (embedded NATS), then restart",
+            "api_processes": api_processes,
             **shutdown,
             **views,
         }

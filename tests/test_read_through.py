@@ -1,0 +1,137 @@
+"""Reads fold the last few events themselves when the views lag, instead of waiting.
+
+These run an API with NO projector: every view the API serves here was folded by the
+read itself, from the log, over what the views bucket holds (here: nothing, or an
+older state folded by hand).
+"""
+
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from events.chain import GENESIS
+from events.history import History
+from events.schema import (
+    ConversationCreated,
+    ItemAdded,
+    ItemDeleted,
+    MetadataReplaced,
+    decode,
+)
+from events.store import EventStore
+from projections.fold import Folder
+from projections.reader import READ_THROUGH_MAX, ProjectionLagging, ViewReader
+from projections.store import KVViews, MemoryViews, open_bucket
+from projections.views import conversation_key
+from tests.servers import Service, free_port
+from tests.test_projector import message
+
+
+def text(n: int) -> dict:
+    return {"type": "message", "role": "user", "content": f"m{n}"}
+
+
+@pytest.fixture
+def lone_api(fresh_nats: str, tmp_path: Path):
+    """An API on a server where no projector runs; reads wait at most 1 s."""
+    port = free_port()
+    env = {"CONVSTORE_READ_WAIT_TIMEOUT": "1"}
+    api = Service(["api", "--nats-url", fresh_nats, "--port", str(port)], tmp_path / "api.log", env)
+    api.start()
+    url = f"http://127.0.0.1:{port}"
+    api.wait_http(url)
+    yield url
+    api.stop()
+
+
+def test_reads_right_after_writes_need_no_projector(lone_api: str) -> None:
+    client = OpenAI(base_url=f"{lone_api}/v1", api_key="any", max_retries=0)
+    conv = client.conversations.create(metadata={"k": "v"}, items=[text(0), text(1)])
+    added = client.conversations.items.create(conv.id, items=[text(2), text(3)])
+    client.conversations.update(conv.id, metadata={"k": "w"})
+    client.conversations.items.delete(added.data[0].id, conversation_id=conv.id)
+
+    assert client.conversations.retrieve(conv.id).metadata == {"k": "w"}
+    page = client.conversations.items.list(conv.id, order="asc")
+    assert [i.content[0].text for i in page.data] == ["m0", "m1", "m3"]
+    assert client.conversations.items.retrieve(added.data[1].id, conversation_id=conv.id).id
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve(added.data[0].id, conversation_id=conv.id)
+    desc = client.conversations.items.list(conv.id, limit=2)
+    assert [i.content[0].text for i in desc.data] == ["m3", "m1"] and desc.has_more
+
+    client.conversations.delete(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)
+
+
+def test_a_view_too_far_behind_is_waited_for_not_folded(lone_api: str) -> None:
+    client = OpenAI(base_url=f"{lone_api}/v1", api_key="any", max_retries=0)
+    conv = client.conversations.create()
+    for start in range(0, READ_THROUGH_MAX, 20):  # ConversationCreated + 64 items
+        batch = [text(n) for n in range(start, min(start + 20, READ_THROUGH_MAX))]
+        client.conversations.items.create(conv.id, items=batch)
+    began = time.monotonic()
+    r = httpx.get(f"{lone_api}/v1/conversations/{conv.id}/items")
+    assert r.status_code == 503, r.text  # nothing folds the views: the wait runs out
+    assert r.json()["error"]["type"] == "server_error"
+    assert 0.9 < time.monotonic() - began < 5
+
+
+async def test_a_folded_tail_equals_the_projectors_fold(store: EventStore) -> None:
+    """Stored views at an older position plus the tail folded by the read give exactly
+    the views a fold of the whole log gives."""
+    conv = "conv_tail"
+    items = [message(f"i{n}") for n in range(6)]
+    events = [
+        ConversationCreated(conversation_id=conv, created_at=1, metadata={"a": "1"}),
+        *[ItemAdded(conversation_id=conv, item=i) for i in items[:3]],
+        ItemDeleted(conversation_id=conv, item_id=items[1]["id"]),
+        MetadataReplaced(conversation_id=conv, metadata={"a": "2"}),
+        *[ItemAdded(conversation_id=conv, item=i) for i in items[3:]],
+        ItemDeleted(conversation_id=conv, item_id=items[4]["id"]),
+    ]
+    seq = await store.append(events, 0, GENESIS, "default")
+    history = History(store)
+    stored, _ = await history.page(conv, 0, 100)
+    decoded = [decode(e.data, e.seq) for e in stored]
+    whole = MemoryViews()
+    await Folder(whole).fold(decoded)
+
+    js = store.js
+    bucket = "views_tail"
+    kv = KVViews(js, await open_bucket(js, bucket), bucket)
+    await Folder(kv).fold(decoded[:3])  # the projector got this far
+    reader = ViewReader(kv, wait_timeout=0.5, history=history)
+    view, at = await reader.caught_up(conv, stored[-1].seq)
+    assert view.model_dump() == whole.data[conversation_key(conv)]
+    page = await at.items(view, None, 20, "asc")
+    assert [i["id"] for i in page.data] == [items[n]["id"] for n in (0, 2, 3, 5)]
+    for n in range(6):
+        assert await at.item(conv, items[n]["id"]) == (None if n in (1, 4) else items[n])
+    # nothing was written to the bucket: it still holds the projector's older state
+    assert (await kv.get(conversation_key(conv)))["last_seq"] == stored[2].seq
+
+    # Without a log to read, the same read waits for the projector, and gives up.
+    with pytest.raises(ProjectionLagging):
+        await ViewReader(kv, wait_timeout=0.3).caught_up(conv, stored[-1].seq)
+    assert seq == stored[-1].seq
+
+
+def test_responses_are_read_through_too(lone_api: str) -> None:
+    """No projector and no model worker: a queued background response, on its own thread
+    and on a conversation, is retrieved, listed and cancelled from the log alone."""
+    client = OpenAI(base_url=f"{lone_api}/v1", api_key="any", max_retries=0)
+    conv = client.conversations.create()
+    for extra in ({}, {"conversation": conv.id}):
+        r = client.responses.create(model="echo", input="queued", background=True, **extra)
+        assert r.status == "queued"
+        assert client.responses.retrieve(r.id).status == "queued"
+        inputs = client.responses.input_items.list(r.id)
+        assert [i.content[0].text for i in inputs.data] == ["queued"]
+        assert client.responses.cancel(r.id).status == "cancelled"
+        assert client.responses.retrieve(r.id).status == "cancelled"
