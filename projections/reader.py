@@ -87,22 +87,23 @@ class ViewReader:
     async def conversation_with_items(
         self, conversation_id: str, min_seq: int
     ) -> tuple[ConversationView, list[dict[str, Any]]]:
-        """`conversation_at` and its live items (a model's context), in one point-in-time
-        read of the views: one round trip instead of two. The projector stores items before
-        the conversation view that commits them, so the items the view counts are there.
-        A conversation too long for one read is read as a view, then pages of items."""
+        """The conversation as of `min_seq` or later and its live items (a model's
+        context), in one point-in-time read of the views: one round trip instead of two.
+        The projector stores items before the conversation view that commits them, so the
+        items the view counts are there. When the views are behind `min_seq`, `caught_up`
+        (the tail folded from the log, or a wait), then pages of items; likewise for a
+        conversation too long for one read."""
+        if self._pin:
+            self._pin()
         key = conversation_key(conversation_id)
         patterns = [key, item_key(conversation_id, 0).rpartition(".")[0] + ".*"]
-        found = await self._wait(
-            lambda: self.views.get_matching(patterns),
-            lambda f: f is None or (key in f and f[key]["last_seq"] >= min_seq),
-        )
-        if found is None:
-            conv = await self.conversation_at(conversation_id, min_seq)
-            return conv, await self.all_items(conv)
-        conv = ConversationView(**found[key])
-        keys = (item_key(conversation_id, pos) for pos in range(conv.next_item_pos))
-        return conv, [found[k] for k in keys if k in found]
+        found = await self.views.get_matching(patterns)
+        if found is not None and key in found and found[key]["last_seq"] >= min_seq:
+            conv = ConversationView(**found[key])
+            keys = (item_key(conversation_id, pos) for pos in range(conv.next_item_pos))
+            return conv, [found[k] for k in keys if k in found]
+        conv, reader = await self.caught_up(conversation_id, min_seq)
+        return conv, await reader.all_items(conv)
 
     async def caught_up(
         self, conversation_id: str, min_seq: int | Awaitable[int]

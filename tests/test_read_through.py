@@ -135,3 +135,27 @@ def test_responses_are_read_through_too(lone_api: str) -> None:
         assert [i.content[0].text for i in inputs.data] == ["queued"]
         assert client.responses.cancel(r.id).status == "cancelled"
         assert client.responses.retrieve(r.id).status == "cancelled"
+
+
+def test_a_response_on_a_conversation_needs_no_projector(fresh_nats: str, tmp_path: Path) -> None:
+    """The model worker reads its context as reads do: the conversation's last few events
+    folded from the log when the views lag (here: no projector at all), not waited for."""
+    port = free_port()
+    env = {"CONVSTORE_READ_WAIT_TIMEOUT": "1", "CONVSTORE_MODELS": ""}
+    api = Service(["api", "--nats-url", fresh_nats, "--port", str(port)], tmp_path / "api.log", env)
+    worker = Service(["worker", "--nats-url", fresh_nats], tmp_path / "worker.log", env)
+    api.start()
+    worker.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        api.wait_http(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="any", max_retries=0, timeout=20)
+        conv = client.conversations.create(items=[text(0), text(1)])
+        first = client.responses.create(model="m", conversation=conv.id, input="a")
+        assert first.status == "completed"
+        assert first.output_text == "echo: a (context: 3 messages)"
+        second = client.responses.create(model="m", conversation=conv.id, input="b")
+        assert second.output_text == "echo: b (context: 5 messages)"
+    finally:
+        worker.stop()
+        api.stop()

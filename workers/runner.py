@@ -15,6 +15,7 @@ from faststream.nats.message import NatsMessage
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from events.connection import connect
+from events.history import History
 from events.response_stream import ensure_response_stream
 from events.store import EventStore, ensure_stream
 from events.subjects import MODEL_WORKERS, REQUESTS_FILTER, STREAM_NAME
@@ -71,10 +72,12 @@ async def run_model_worker(
     await ensure_response_stream(js, replicas=replicas)
     views = ActiveViews(js, replicas)
     await views.start()
-    reader = ViewReader(views, read_wait_timeout)
-    worker = ModelWorker(
-        nc, js, EventStore(nc, js), reader, registry or Registry({}), ack_wait=ack_wait
-    )
+    store = EventStore(nc, js)
+    # With the log at hand, a conversation whose views trail it by a few events is folded
+    # by the read itself instead of waited for (the projector may not have folded the
+    # previous response's outcome when the next request arrives).
+    reader = ViewReader(views, read_wait_timeout, History(store))
+    worker = ModelWorker(nc, js, store, reader, registry or Registry({}), ack_wait=ack_wait)
     broker = NatsBroker(
         nats_urls,
         max_reconnect_attempts=-1,
