@@ -14,7 +14,8 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from events.direct import DirectGetUnavailable, direct_batch
-from events.store import while_unavailable
+from events.ids import new_id
+from events.store import MAX_BATCH, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
 BUCKET = "convstore_views"
@@ -81,7 +82,12 @@ async def open_bucket(
 
 
 class KVViews:
-    """Views in a JetStream KV bucket. Writes within one call run concurrently."""
+    """Views in a JetStream KV bucket.
+
+    A write is JetStream atomic batches (nats-server 2.12+) of up to MAX_BATCH keys, one
+    after the other: one acknowledgement, and with `sync_interval: always` one fsync, per
+    batch instead of per key, and a batch lands whole or not at all.
+    """
 
     def __init__(
         self, js: JetStreamContext, kv: KeyValue, bucket: str = BUCKET, timeout: float = 5.0
@@ -90,6 +96,8 @@ class KVViews:
         self.kv = kv
         self.bucket = bucket
         self.timeout = timeout
+        self.stream = f"KV_{bucket}"
+        self._atomic = False  # the bucket's stream is known to accept atomic batches
 
     async def get(self, key: str) -> dict[str, Any] | None:
         try:
@@ -109,7 +117,7 @@ class KVViews:
             chunk = keys[start : start + 1000]
             request = {"multi_last": [prefix + k for k in chunk], "batch": len(chunk)}
             try:
-                msgs = await direct_batch(self.js._nc, f"KV_{self.bucket}", request, self.timeout)
+                msgs = await direct_batch(self.js._nc, self.stream, request, self.timeout)
             except DirectGetUnavailable as exc:
                 raise nats.errors.TimeoutError from exc
             for m in msgs:
@@ -118,15 +126,54 @@ class KVViews:
         return [found.get(k) for k in keys]
 
     async def write(self, changes: list[Change]) -> None:
-        """Apply changes that do not depend on each other's order, concurrently."""
-        await asyncio.gather(*(self._one(c) for c in changes))
+        """Apply changes that do not depend on each other's order: the prefix purges
+        first (stream purges, concurrently), then the puts and deletes in atomic batches."""
+        purges = [c for c in changes if isinstance(c, PurgePrefix)]
+        if purges:
+            await asyncio.gather(*(self._purge(c) for c in purges))
+        messages: list[tuple[str, bytes, dict[str, str]]] = []
+        for change in changes:
+            if isinstance(change, Put):
+                data = json.dumps(change.value, separators=(",", ":")).encode()
+                messages.append((change.key, data, {}))
+            elif isinstance(change, Delete):
+                messages.append((change.key, b"", {"KV-Operation": "DEL"}))
+        await self.write_encoded(messages)
 
-    async def _one(self, change: Change) -> None:
-        if isinstance(change, Put):
-            await self.kv.put(change.key, json.dumps(change.value, separators=(",", ":")).encode())
-        elif isinstance(change, Delete):
-            await self.kv.delete(change.key)
-        elif isinstance(change, PurgePrefix):
-            await self.js.purge_stream(
-                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{change.prefix}>"
-            )
+    async def write_encoded(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        """(key, value bytes, headers) in atomic batches of MAX_BATCH, one after the other,
+        each stored whole or not at all."""
+        if not messages:
+            return
+        if not self._atomic:
+            await self._allow_atomic()
+        for start in range(0, len(messages), MAX_BATCH):
+            await self._batch(messages[start : start + MAX_BATCH])
+
+    async def _batch(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        nc = self.js._nc
+        batch_id = new_id("vb")
+        prefix = f"$KV.{self.bucket}."
+        last = len(messages)
+        for n, (key, data, extra) in enumerate(messages, start=1):
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n), **extra}
+            if n < last:
+                await nc.publish(prefix + key, data, headers=headers)
+            else:
+                headers["Nats-Batch-Commit"] = "1"
+                await self.js.publish(
+                    prefix + key, data, timeout=self.timeout, stream=self.stream, headers=headers
+                )
+
+    async def _allow_atomic(self) -> None:
+        """Buckets are created without `allow_atomic` (nats-py's KeyValueConfig has no such
+        setting): turn it on once, for new buckets and for those of older versions."""
+        info = await self.js.stream_info(self.stream)
+        if not info.config.allow_atomic:
+            config = info.config
+            config.allow_atomic = True
+            await self.js.update_stream(config)
+        self._atomic = True
+
+    async def _purge(self, change: PurgePrefix) -> None:
+        await self.js.purge_stream(self.stream, subject=f"$KV.{self.bucket}.{change.prefix}>")
