@@ -5,7 +5,8 @@ item data first, then the conversation views that commit it (and carry
 `last_seq`), then the tenants' index counters and the checkpoint (the last sequence of
 the batch, which readers of the conversation lists wait on). Within a phase, writes run
 concurrently. A rebuild writes a bucket nobody reads until it is complete, so it folds
-with `phases=False`: one write per batch, in the same order.
+with `phases=False`: one write per batch, in the same order; and as that bucket starts
+empty (`fresh=True`), a view the folder never wrote is known to be absent, not read.
 """
 
 from collections import OrderedDict
@@ -46,10 +47,20 @@ class Folder:
     for the single active projector of a consumer and for in-memory folds.
     """
 
-    def __init__(self, views: ViewStore, cache_size: int = 10_000, phases: bool = True) -> None:
+    def __init__(
+        self,
+        views: ViewStore,
+        cache_size: int = 10_000,
+        phases: bool = True,
+        fresh: bool = False,
+    ) -> None:
         self.views = views
         self.cache_size = cache_size
         self.phases = phases
+        self.fresh = fresh
+        # fresh: every conversation, response, index and checkpoint key this folder wrote
+        # (the only ones the store can hold); item refs are read from the store.
+        self._written: set[str] = set()
         self._cache: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
         # Views read from the store for the current batch, in one request (`_prefetch`).
         self._fetched: dict[str, dict[str, Any] | None] = {}
@@ -97,7 +108,12 @@ class Folder:
             return self._cache[key]
         if key in self._fetched:
             return self._fetched[key]
+        if self._known_absent(key):
+            return None
         return await self.views.get(key)
+
+    def _known_absent(self, key: str) -> bool:
+        return self.fresh and _kind(key) != "data" and key not in self._written
 
     async def _prefetch(self, events: list[Event | Unrecognized]) -> None:
         """Read the conversation, item ref and response views the batch needs and the cache
@@ -109,7 +125,7 @@ class Folder:
                 keys[ref_key(event.conversation_id, event.item_id)] = None
             elif isinstance(event, ResponseEvent):
                 keys[response_key(event.conversation_id, event.response_id)] = None
-        missing = [k for k in keys if k not in self._cache]
+        missing = [k for k in keys if k not in self._cache and not self._known_absent(k)]
         if missing:
             self._fetched = dict(zip(missing, await self.views.get_many(missing), strict=True))
 
@@ -182,19 +198,12 @@ class Folder:
             value = pending[key]
             return Delete(key) if value is _DELETED else Put(key, value)
 
-        data: list[str] = []
-        responses: list[str] = []
-        commits: list[str] = []
-        last: list[str] = []
+        kinds: dict[str, list[str]] = {"data": [], "response": [], "commit": [], "last": []}
         for k in pending:
-            if k.startswith("conv."):
-                (commits if k.count(".") == 1 else data).append(k)
-            elif k.startswith("resp.") and k.count(".") == 2:
-                responses.append(k)
-            elif is_index_key(k) or k == CHECKPOINT_KEY:
-                last.append(k)
-            else:
-                data.append(k)
+            kinds[_kind(k)].append(k)
+        data, responses, commits, last = kinds.values()
+        if self.fresh:  # before writing: a write that fails may still have landed
+            self._written.update(responses, commits, last)
         if not self.phases:
             keys = (*data, *responses, *commits, *last)
             await self.views.write([*purges, *(as_change(k) for k in keys)])
@@ -212,3 +221,15 @@ class Folder:
         self._cache.move_to_end(key)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+
+
+def _kind(key: str) -> str:
+    """Which phase writes `key`: item data and refs and response inputs (data), response
+    views, conversation views (commit), index counters and the checkpoint (last)."""
+    if key.startswith("conv."):
+        return "commit" if key.count(".") == 1 else "data"
+    if key.startswith("resp."):
+        return "response" if key.count(".") == 2 else "data"
+    if is_index_key(key) or key == CHECKPOINT_KEY:
+        return "last"
+    return "data"

@@ -30,6 +30,7 @@ CATCH_UP_GAP = 100  # flip once the new views are this close to the log's end
 
 FOLD_BATCH = 1000  # events per fold when replaying the log (one atomic batch of keys or two)
 READ_AHEAD = 4 * FOLD_BATCH  # events read and buffered ahead of the fold
+WRITE_WINDOW = 4  # atomic batches of views awaiting their acknowledgement while folding on
 
 
 class LogReader:
@@ -153,11 +154,14 @@ async def rebuild(
     suffix = secrets.token_hex(4)
     new = Generation(bucket=f"{BUCKET}_{suffix}", durable=f"projector_{suffix}")
     kv = await open_bucket(js, bucket=new.bucket, replicas=replicas)
-    views = KVViews(js, kv, new.bucket)
-    folder = Folder(views)
+    # Nobody reads the new bucket before the flip, and only this folder writes it: one
+    # write per batch, acknowledged behind the next fold; views it never wrote are absent.
+    views = KVViews(js, kv, new.bucket, timeout=store.timeout, window=WRITE_WINDOW)
+    folder = Folder(views, phases=False, fresh=True)
     last = await fold_log(store, views, folder=folder, progress=progress)
     while await store.last_seq() - last > CATCH_UP_GAP:
         last = await fold_log(store, views, after=last, folder=folder, progress=progress)
+    await views.flush()
     await js.add_consumer(
         STREAM_NAME,
         ConsumerConfig(

@@ -19,6 +19,9 @@ from events.store import MAX_BATCH, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
 BUCKET = "convstore_views"
+# One encoder for every view: json.dumps with non-default separators builds a new encoder
+# on each call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class ViewStore(Protocol):
@@ -87,19 +90,44 @@ class KVViews:
     A write is JetStream atomic batches (nats-server 2.12+) of up to MAX_BATCH keys, one
     after the other: one acknowledgement, and with `sync_interval: always` one fsync, per
     batch instead of per key, and a batch lands whole or not at all.
+
+    With `window` > 1 a write returns once its batches are sent and up to `window` of them
+    wait for their acknowledgement meanwhile (the next batch is folded while the server
+    stores this one); reads and `flush()` wait for them all, and a failed batch raises
+    there. Only for a writer that reads nothing back before `flush()` it does not know
+    about, such as a rebuild into a bucket nobody reads yet.
     """
 
     def __init__(
-        self, js: JetStreamContext, kv: KeyValue, bucket: str = BUCKET, timeout: float = 5.0
+        self,
+        js: JetStreamContext,
+        kv: KeyValue,
+        bucket: str = BUCKET,
+        timeout: float = 5.0,
+        window: int = 1,
     ) -> None:
         self.js = js
         self.kv = kv
         self.bucket = bucket
         self.timeout = timeout
+        self.window = window
         self.stream = f"KV_{bucket}"
         self._atomic = False  # the bucket's stream is known to accept atomic batches
+        self._unacked: list[asyncio.Task[Any]] = []
+
+    async def flush(self) -> None:
+        """Wait until every batch written so far is stored; raise if one was not."""
+        unacked, self._unacked = self._unacked, []
+        try:
+            for task in unacked:
+                await task
+        finally:
+            for task in unacked:
+                task.cancel()
 
     async def get(self, key: str) -> dict[str, Any] | None:
+        if self._unacked:
+            await self.flush()
         try:
             entry = await self.kv.get(key)
         except KeyNotFoundError:
@@ -111,6 +139,8 @@ class KVViews:
         subjects a request): a page costs one round trip, not one per key."""
         if len(keys) < 2:
             return [await self.get(k) for k in keys]
+        if self._unacked:
+            await self.flush()
         prefix = f"$KV.{self.bucket}."
         found: dict[str, dict[str, Any] | None] = {}
         for start in range(0, len(keys), 1000):
@@ -134,7 +164,7 @@ class KVViews:
         messages: list[tuple[str, bytes, dict[str, str]]] = []
         for change in changes:
             if isinstance(change, Put):
-                data = json.dumps(change.value, separators=(",", ":")).encode()
+                data = change.encoded or _encode(change.value).encode()
                 messages.append((change.key, data, {}))
             elif isinstance(change, Delete):
                 messages.append((change.key, b"", {"KV-Operation": "DEL"}))
@@ -161,9 +191,21 @@ class KVViews:
                 await nc.publish(prefix + key, data, headers=headers)
             else:
                 headers["Nats-Batch-Commit"] = "1"
-                await self.js.publish(
+                commit = self.js.publish(
                     prefix + key, data, timeout=self.timeout, stream=self.stream, headers=headers
                 )
+                if self.window <= 1:
+                    await commit
+                    return
+                self._unacked.append(asyncio.ensure_future(commit))
+                while len(self._unacked) > self.window:
+                    try:
+                        await self._unacked.pop(0)
+                    except BaseException:
+                        for task in self._unacked:
+                            task.cancel()
+                        self._unacked = []
+                        raise
 
     async def _allow_atomic(self) -> None:
         """Buckets are created without `allow_atomic` (nats-py's KeyValueConfig has no such
