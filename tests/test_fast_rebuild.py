@@ -10,12 +10,13 @@ from nats.js.errors import NotFoundError
 from events.chain import seal
 from events.schema import ConversationCreated, ItemAdded, decode, stored_item_json
 from events.store import EventStore
-from events.subjects import STREAM_NAME
+from events.subjects import STREAM_NAME, conversation_subject
 from projections import rebuild as rebuild_module
 from projections.apply import Delete, PurgePrefix, Put
 from projections.fold import Folder
 from projections.rebuild import fold_log
 from projections.store import KVViews, MemoryViews, open_bucket
+from projections.views import item_key
 from tests.test_projector import kv_snapshot, message, write_history
 
 TRICKY_ITEMS = [
@@ -141,3 +142,21 @@ async def test_fold_log_ends_when_its_last_events_were_erased(store):
     assert await fold_log(quick, MemoryViews(), after=end - 2, up_to=end) == end - 2
     with pytest.raises(NotFoundError):
         await store.js.get_msg(STREAM_NAME, end)
+
+
+async def test_a_replayed_item_is_stored_with_its_events_bytes(store):
+    conv = "conv_bytes"
+    item = message("héllo ✓")
+    await store.append(
+        [
+            ConversationCreated(conversation_id=conv, created_at=1),
+            ItemAdded(conversation_id=conv, item=item),
+        ],
+        0,
+    )
+    kv = await open_bucket(store.js, bucket="bytes_views")
+    await fold_log(store, KVViews(store.js, kv, "bytes_views"))
+    stored = (await kv.get(item_key(conv, 0))).value
+    msg = await store.js.get_last_msg(STREAM_NAME, conversation_subject(conv, "ItemAdded"))
+    assert stored == decode(msg.data, msg.seq).item_json  # as the event holds it: not escaped
+    assert "héllo ✓".encode() in stored and json.loads(stored) == item
