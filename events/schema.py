@@ -8,7 +8,7 @@ meaning, add a new type or bump `schema_version` instead.
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from events.ids import new_id
 
@@ -63,16 +63,6 @@ class ItemAdded(EventBase):
     type: Literal["ItemAdded"] = "ItemAdded"
     item: dict[str, Any]
     response_id: str | None = None
-    # (the item, its JSON exactly as stored in the event), set by `decode`: the views store
-    # the item as it is, so a replay need not encode it again.
-    _stored_item: tuple[dict[str, Any], bytes] | None = PrivateAttr(default=None)
-
-    @property
-    def item_json(self) -> bytes | None:
-        """The item's JSON as stored in the log, when this event was decoded from it (None
-        after a copy that replaced the item, or for an event built in memory)."""
-        stored = self._stored_item
-        return stored[1] if stored is not None and stored[0] is self.item else None
 
 
 class MetadataReplaced(EventBase):
@@ -204,38 +194,7 @@ def decode(data: bytes, seq: int = 0) -> Event:
         # The event was just built here and nobody holds it yet: set the excluded `seq`
         # in place rather than copying the whole frozen model (a copy per event on replay).
         event.__dict__["seq"] = seq
-    if isinstance(event, ItemAdded):
-        raw = stored_item_json(data, event)
-        if raw is not None:
-            event._stored_item = (event.item, raw)
     return event
-
-
-def stored_item_json(data: bytes, event: ItemAdded) -> bytes | None:
-    """The bytes of `event.item` within `data`, the event as `events.chain.seal` stores it
-    (keys in model order: ..., "actor", "prev_hash", "hash", "type", "item", "response_id"),
-    or None for any other layout.
-
-    The item starts right after the event's own hash, which it cannot contain (the hash
-    covers the item), so the match is the top-level key; it ends where the top-level
-    response_id, the document's last key, begins. JSON strings hold no bare `"`, so no
-    string value can fake either boundary."""
-    if not event.hash:
-        return None
-    marker = b'"hash":"%s","type":"ItemAdded","item":' % event.hash.encode()
-    start = data.find(marker)
-    end = data.rfind(b',"response_id":')
-    if start < 0 or end < start:
-        return None
-    rid = event.response_id
-    if data[end + 15 :] != (b"null}" if rid is None else b'"%s"}' % rid.encode()):
-        return None
-    head = data[:start]
-    if not (head.startswith(b'{"id":"') and b',"actor":{' in head and b',"prev_hash":"' in head):
-        return None
-    raw = data[start + len(marker) : end]
-    return raw if raw.startswith(b"{") and raw.endswith(b"}") else None
-    return raw if raw.endswith(b"}") else None
 
 
 class Unrecognized(EventBase):

@@ -9,7 +9,7 @@ nothing, and positions derive from counters that move only when the view that
 holds them is written, after the data it points at.
 """
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from events.schema import (
@@ -47,9 +47,6 @@ from projections.views import (
 class Put:
     key: str
     value: dict[str, Any]
-    # `value` as JSON when it is already at hand (an item as stored in its event): a KV
-    # store writes these bytes instead of encoding the value again. Not part of equality.
-    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -138,7 +135,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         pos = conv.next_item_pos
         item = ItemRef(pos=pos)
         changes += [
-            Put(item_key(conv.id, pos), event.item, event.item_json),
+            Put(item_key(conv.id, pos), event.item),
             Put(ref_key(conv.id, event.item["id"]), item.model_dump()),
         ]
         update["next_item_pos"] = pos + 1

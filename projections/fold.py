@@ -67,8 +67,6 @@ class Folder:
         # key -> (the dict a view was last written as, that view as a model): the next
         # event of the same view reuses the model instead of validating the dict again.
         self._models: dict[str, tuple[dict[str, Any], BaseModel]] = {}
-        # The batch's values that arrived already encoded (Put.encoded), by key.
-        self._encoded: dict[str, bytes] = {}
         self.applied = 0
 
     async def fold(self, events: list[Event | Unrecognized]) -> None:
@@ -94,7 +92,6 @@ class Folder:
             raise
         finally:
             self._fetched = {}
-            self._encoded = {}
         self.applied += len(events)
 
     async def checkpoint(self) -> int:
@@ -185,13 +182,10 @@ class Folder:
                 self._models.clear()
             self._models[put.key] = (put.value, model)
 
-    def _stage(self, change: Change, pending: dict[str, Any], purges: list[PurgePrefix]) -> None:
+    @staticmethod
+    def _stage(change: Change, pending: dict[str, Any], purges: list[PurgePrefix]) -> None:
         if isinstance(change, Put):
             pending[change.key] = change.value
-            if change.encoded is not None:
-                self._encoded[change.key] = change.encoded
-            else:
-                self._encoded.pop(change.key, None)
         elif isinstance(change, Delete):
             pending[change.key] = _DELETED
         else:
@@ -202,7 +196,7 @@ class Folder:
     async def _flush(self, pending: dict[str, Any], purges: list[PurgePrefix]) -> None:
         def as_change(key: str) -> Change:
             value = pending[key]
-            return Delete(key) if value is _DELETED else Put(key, value, self._encoded.get(key))
+            return Delete(key) if value is _DELETED else Put(key, value)
 
         kinds: dict[str, list[str]] = {"data": [], "response": [], "commit": [], "last": []}
         for k in pending:

@@ -164,7 +164,7 @@ class KVViews:
         messages: list[tuple[str, bytes, dict[str, str]]] = []
         for change in changes:
             if isinstance(change, Put):
-                data = change.encoded or _encode(change.value).encode()
+                data = _encode(change.value).encode()
                 messages.append((change.key, data, {}))
             elif isinstance(change, Delete):
                 messages.append((change.key, b"", {"KV-Operation": "DEL"}))
