@@ -8,6 +8,7 @@ import json
 from typing import Any, Protocol
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
@@ -22,6 +23,8 @@ BUCKET = "convstore_views"
 # One encoder for every view: json.dumps with non-default separators builds a new encoder
 # on each call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+# Whether this nats-py has the internals `send_batch_messages` writes protocol bytes with.
+RAW_PUBLISH = all(hasattr(NATS, a) for a in ("_send_command", "_flush_pending"))
 
 
 class ViewStore(Protocol):
@@ -161,18 +164,12 @@ class KVViews:
         purges = [c for c in changes if isinstance(c, PurgePrefix)]
         if purges:
             await asyncio.gather(*(self._purge(c) for c in purges))
-        messages: list[tuple[str, bytes, dict[str, str]]] = []
+        messages: list[tuple[str, bytes | None]] = []  # (key, value; None: delete)
         for change in changes:
             if isinstance(change, Put):
-                data = _encode(change.value).encode()
-                messages.append((change.key, data, {}))
+                messages.append((change.key, _encode(change.value).encode()))
             elif isinstance(change, Delete):
-                messages.append((change.key, b"", {"KV-Operation": "DEL"}))
-        await self.write_encoded(messages)
-
-    async def write_encoded(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
-        """(key, value bytes, headers) in atomic batches of MAX_BATCH, one after the other,
-        each stored whole or not at all."""
+                messages.append((change.key, None))
         if not messages:
             return
         if not self._atomic:
@@ -180,32 +177,40 @@ class KVViews:
         for start in range(0, len(messages), MAX_BATCH):
             await self._batch(messages[start : start + MAX_BATCH])
 
-    async def _batch(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
-        nc = self.js._nc
+    async def _batch(self, messages: list[tuple[str, bytes | None]]) -> None:
+        """One atomic batch: every message but the last sent as is, the last one (the
+        commit) as a JetStream publish whose acknowledgement covers the whole batch."""
         batch_id = new_id("vb")
         prefix = f"$KV.{self.bucket}."
-        last = len(messages)
-        for n, (key, data, extra) in enumerate(messages, start=1):
-            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n), **extra}
-            if n < last:
-                await nc.publish(prefix + key, data, headers=headers)
-            else:
-                headers["Nats-Batch-Commit"] = "1"
-                commit = self.js.publish(
-                    prefix + key, data, timeout=self.timeout, stream=self.stream, headers=headers
-                )
-                if self.window <= 1:
-                    await commit
-                    return
-                self._unacked.append(asyncio.ensure_future(commit))
-                while len(self._unacked) > self.window:
-                    try:
-                        await self._unacked.pop(0)
-                    except BaseException:
-                        for task in self._unacked:
-                            task.cancel()
-                        self._unacked = []
-                        raise
+        *body, (last_key, last_value) = messages
+        if body:
+            await send_batch_messages(self.js._nc, prefix, batch_id, body)
+        headers = {
+            "Nats-Batch-Id": batch_id,
+            "Nats-Batch-Sequence": str(len(messages)),
+            "Nats-Batch-Commit": "1",
+        }
+        if last_value is None:
+            headers["KV-Operation"] = "DEL"
+        commit = self.js.publish(
+            prefix + last_key,
+            last_value or b"",
+            timeout=self.timeout,
+            stream=self.stream,
+            headers=headers,
+        )
+        if self.window <= 1:
+            await commit
+            return
+        self._unacked.append(asyncio.ensure_future(commit))
+        while len(self._unacked) > self.window:
+            try:
+                await self._unacked.pop(0)
+            except BaseException:
+                for task in self._unacked:
+                    task.cancel()
+                self._unacked = []
+                raise
 
     async def _allow_atomic(self) -> None:
         """Buckets are created without `allow_atomic` (nats-py's KeyValueConfig has no such
@@ -219,3 +224,33 @@ class KVViews:
 
     async def _purge(self, change: PurgePrefix) -> None:
         await self.js.purge_stream(self.stream, subject=f"$KV.{self.bucket}.{change.prefix}>")
+
+
+async def send_batch_messages(
+    nc: NATS, prefix: str, batch_id: str, messages: list[tuple[str, bytes | None]]
+) -> None:
+    """Send the messages of an atomic batch but its commit (sequences from 1), as one write
+    of protocol bytes: `nc.publish` validates and encodes each message and its headers
+    again, which costs several times more than the message itself in a rebuild. nats-py
+    has no public call for that, so without its `_send_command` each goes through
+    `publish`."""
+    if not RAW_PUBLISH or nc.is_closed:
+        for n, (key, value) in enumerate(messages, start=1):
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+            if value is None:
+                headers["KV-Operation"] = "DEL"
+            await nc.publish(prefix + key, value or b"", headers=headers)
+        return
+    head = b"NATS/1.0\r\nNats-Batch-Id: %s\r\nNats-Batch-Sequence: " % batch_id.encode()
+    parts = []
+    for n, (key, value) in enumerate(messages, start=1):
+        if value is None:
+            hdr, value = b"%s%d\r\nKV-Operation: DEL\r\n\r\n" % (head, n), b""
+        else:
+            hdr = b"%s%d\r\n\r\n" % (head, n)
+        size = len(hdr)
+        subject = (prefix + key).encode()
+        parts.append(b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, size, size + len(value), hdr, value))
+    await nc._send_command(b"".join(parts))
+    if nc._flush_queue is not None and nc._flush_queue.empty():  # as `publish` does
+        await nc._flush_pending()

@@ -8,6 +8,7 @@ from events.schema import ConversationCreated, ItemAdded
 from events.store import EventStore
 from events.subjects import STREAM_NAME
 from projections import rebuild as rebuild_module
+from projections import store as store_module
 from projections.apply import Delete, PurgePrefix, Put
 from projections.fold import Folder
 from projections.rebuild import fold_log
@@ -15,8 +16,11 @@ from projections.store import KVViews, MemoryViews, open_bucket
 from tests.test_projector import kv_snapshot, message, write_history
 
 
-async def test_kv_writes_cross_the_atomic_batch_limit(store):
+@pytest.mark.parametrize("raw", [True, False], ids=["protocol-bytes", "publish"])
+async def test_kv_writes_cross_the_atomic_batch_limit(store, monkeypatch, raw):
     js = store.js
+    assert store_module.RAW_PUBLISH, "nats-py changed: the rebuild publishes one by one"
+    monkeypatch.setattr(store_module, "RAW_PUBLISH", raw)
     kv = await open_bucket(js, bucket="atomic_views")
     views = KVViews(js, kv, "atomic_views")
     expected = MemoryViews()
@@ -25,6 +29,7 @@ async def test_kv_writes_cross_the_atomic_batch_limit(store):
     for changes in (
         puts + raw,
         [Delete("conv.c1.item.000000000001"), PurgePrefix("conv.c2."), Put("x", {"y": 1})],
+        [Delete(f"conv.c3.item.{n:012d}") for n in range(3, 2500, 7)],  # deletes only
     ):
         await views.write(changes)
         await expected.write(changes)
