@@ -172,7 +172,7 @@ class KVViews:
                 messages.append((change.key, None))
         if not messages:
             return
-        if not self._atomic:
+        if len(messages) > 1 and not self._atomic:
             await self._allow_atomic()
         for start in range(0, len(messages), MAX_BATCH):
             await self._batch(messages[start : start + MAX_BATCH])
@@ -180,16 +180,17 @@ class KVViews:
     async def _batch(self, messages: list[tuple[str, bytes | None]]) -> None:
         """One atomic batch: every message but the last sent as is, the last one (the
         commit) as a JetStream publish whose acknowledgement covers the whole batch."""
-        batch_id = new_id("vb")
         prefix = f"$KV.{self.bucket}."
         *body, (last_key, last_value) = messages
-        if body:
+        headers: dict[str, str] = {}
+        if body:  # a single message is a plain publish (a KV put or delete)
+            batch_id = new_id("vb")
             await send_batch_messages(self.js._nc, prefix, batch_id, body)
-        headers = {
-            "Nats-Batch-Id": batch_id,
-            "Nats-Batch-Sequence": str(len(messages)),
-            "Nats-Batch-Commit": "1",
-        }
+            headers = {
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(len(messages)),
+                "Nats-Batch-Commit": "1",
+            }
         if last_value is None:
             headers["KV-Operation"] = "DEL"
         commit = self.js.publish(
