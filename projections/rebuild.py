@@ -30,7 +30,7 @@ CATCH_UP_GAP = 100  # flip once the new views are this close to the log's end
 
 FOLD_BATCH = 1000  # events per fold when replaying the log (one atomic batch of keys or two)
 READ_AHEAD = 4 * FOLD_BATCH  # events read and buffered ahead of the fold
-WRITE_WINDOW = 4  # atomic batches of views awaiting their acknowledgement while folding on
+WRITE_WINDOW = 16  # atomic batches of views awaiting acknowledgement while folding on (server: 50)
 
 
 class LogReader:
