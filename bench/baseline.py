@@ -6,7 +6,8 @@ server, durability setting and machine, in the same run:
   (BENCH_RAW, subjects bench.>, file storage), one at a time and 64 in flight;
 - responses: the least NATS work of a streamed response (RawResponses below);
 - read: an ordered consumer (and, as an extra, a pull consumer fetching 256 at a time,
-  the way `fold_log` reads) over the CONVSTORE stream from sequence 1.
+  how `fold_log` read until it used an ordered consumer) over the CONVSTORE stream from
+  sequence 1.
 """
 
 import asyncio

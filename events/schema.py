@@ -190,7 +190,11 @@ _EVENT = TypeAdapter(Event)
 def decode(data: bytes, seq: int = 0) -> Event:
     """Parse a stored event; `seq` is the stream sequence it was read at."""
     event = _EVENT.validate_json(data)
-    return event.model_copy(update={"seq": seq}) if seq else event
+    if seq:
+        # The event was just built here and nobody holds it yet: set the excluded `seq`
+        # in place rather than copying the whole frozen model (a copy per event on replay).
+        event.__dict__["seq"] = seq
+    return event
 
 
 class Unrecognized(EventBase):

@@ -130,6 +130,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         return replace(state, conversation=conv), [_put_conversation(conv)]
     changes = []
     item = state.item
+    update: dict[str, Any] = {}  # one copy of the conversation view per event
     if isinstance(event, ItemAdded):
         pos = conv.next_item_pos
         item = ItemRef(pos=pos)
@@ -137,7 +138,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
             Put(item_key(conv.id, pos), event.item),
             Put(ref_key(conv.id, event.item["id"]), item.model_dump()),
         ]
-        conv = conv.model_copy(update={"next_item_pos": pos + 1})
+        update["next_item_pos"] = pos + 1
     elif isinstance(event, ItemDeleted):
         if item is not None:
             # Also when the ref already says deleted: a crash may have written the ref
@@ -148,14 +149,15 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
                 Put(ref_key(conv.id, event.item_id), item.model_dump()),
             ]
     elif isinstance(event, MetadataReplaced):
-        conv = conv.model_copy(update={"metadata": event.metadata})
+        update["metadata"] = event.metadata
     elif isinstance(event, ConversationDeleted):
-        conv = conv.model_copy(update={"deleted": True})
+        update["deleted"] = True
         changes += [
             PurgePrefix(conversation_children(conv.id)),
             Delete(index_entry_key(conv.tenant, conv.position)),
         ]
-    conv = conv.model_copy(update={"last_seq": event.seq})
+    update["last_seq"] = event.seq
+    conv = conv.model_copy(update=update)
     changes.append(_put_conversation(conv))
     return State(conv, state.index, item), changes
 

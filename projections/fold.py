@@ -4,11 +4,15 @@ Writes go in three phases so a crash between them is repaired by redelivery:
 item data first, then the conversation views that commit it (and carry
 `last_seq`), then the tenants' index counters and the checkpoint (the last sequence of
 the batch, which readers of the conversation lists wait on). Within a phase, writes run
-concurrently.
+concurrently. A rebuild writes a bucket nobody reads until it is complete, so it folds
+with `phases=False`: one write per batch, in the same order; and as that bucket starts
+empty (`fresh=True`), a view the folder never wrote is known to be absent, not read.
 """
 
 from collections import OrderedDict
 from typing import Any
+
+from pydantic import BaseModel
 
 from events.schema import (
     DEFAULT_TENANT,
@@ -43,21 +47,40 @@ class Folder:
     for the single active projector of a consumer and for in-memory folds.
     """
 
-    def __init__(self, views: ViewStore, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        views: ViewStore,
+        cache_size: int = 10_000,
+        phases: bool = True,
+        fresh: bool = False,
+    ) -> None:
         self.views = views
         self.cache_size = cache_size
+        self.phases = phases
+        self.fresh = fresh
+        # fresh: every conversation, response, index and checkpoint key this folder wrote
+        # (the only ones the store can hold); item refs are read from the store.
+        self._written: set[str] = set()
         self._cache: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        # Views read from the store for the current batch, in one request (`_prefetch`).
+        self._fetched: dict[str, dict[str, Any] | None] = {}
+        # key -> (the dict a view was last written as, that view as a model): the next
+        # event of the same view reuses the model instead of validating the dict again.
+        self._models: dict[str, tuple[dict[str, Any], BaseModel]] = {}
         self.applied = 0
 
     async def fold(self, events: list[Event | Unrecognized]) -> None:
         pending: dict[str, Any] = {}
         purges: list[PurgePrefix] = []
         try:
+            await self._prefetch(events)
             for event in events:
-                state = await self._state(event, pending)
-                _, changes = apply(state, event)
+                state, keys = await self._state(event, pending)
+                new, changes = apply(state, event)
                 for change in changes:
                     self._stage(change, pending, purges)
+                    if isinstance(change, Put):
+                        self._memo(change, keys, new)
             checkpoint = await self._get(CHECKPOINT_KEY, pending)
             if events and events[-1].seq > (checkpoint or {}).get("seq", 0):
                 # Never backwards: a late redelivery of old events must not hide newer ones.
@@ -65,7 +88,10 @@ class Folder:
             await self._flush(pending, purges)
         except BaseException:
             self._cache.clear()
+            self._models.clear()
             raise
+        finally:
+            self._fetched = {}
         self.applied += len(events)
 
     async def checkpoint(self) -> int:
@@ -80,27 +106,81 @@ class Folder:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        if key in self._fetched:
+            return self._fetched[key]
+        if self._known_absent(key):
+            return None
         return await self.views.get(key)
 
-    async def _state(self, event: Event | Unrecognized, pending: dict[str, Any]) -> State:
-        conv = await self._get(conversation_key(event.conversation_id), pending)
+    def _known_absent(self, key: str) -> bool:
+        return self.fresh and _kind(key) != "data" and key not in self._written
+
+    async def _prefetch(self, events: list[Event | Unrecognized]) -> None:
+        """Read the conversation, item ref and response views the batch needs and the cache
+        lacks in one request (a batched direct get on KV), not one request per view."""
+        keys: dict[str, None] = {}
+        for event in events:
+            keys[conversation_key(event.conversation_id)] = None
+            if isinstance(event, ItemDeleted):
+                keys[ref_key(event.conversation_id, event.item_id)] = None
+            elif isinstance(event, ResponseEvent):
+                keys[response_key(event.conversation_id, event.response_id)] = None
+        missing = [k for k in keys if k not in self._cache and not self._known_absent(k)]
+        if missing:
+            self._fetched = dict(zip(missing, await self.views.get_many(missing), strict=True))
+
+    async def _state(
+        self, event: Event | Unrecognized, pending: dict[str, Any]
+    ) -> tuple[State, tuple[str, str, str | None, str | None]]:
+        """The views `event` reads, and their keys (conversation, index, ref, response)."""
+        conv_key = conversation_key(event.conversation_id)
+        conv = await self._get(conv_key, pending)
         if isinstance(event, ConversationCreated):
             tenant = event.tenant
         else:
             tenant = str(conv.get("tenant", DEFAULT_TENANT)) if conv else DEFAULT_TENANT
-        index = await self._get(index_key(tenant), pending)
+        idx_key = index_key(tenant)
+        index = await self._get(idx_key, pending)
         item = response = None
+        item_ref = resp_key = None
         if isinstance(event, ItemDeleted):
-            item = await self._get(ref_key(event.conversation_id, event.item_id), pending)
+            item_ref = ref_key(event.conversation_id, event.item_id)
+            item = await self._get(item_ref, pending)
         if isinstance(event, ResponseEvent):
-            key = response_key(event.conversation_id, event.response_id)
-            response = await self._get(key, pending)
-        return State(
-            ConversationView(**conv) if conv else None,
-            IndexView(**index) if index else IndexView(),
-            ItemRef(**item) if item else None,
-            ResponseView(**response) if response else None,
+            resp_key = response_key(event.conversation_id, event.response_id)
+            response = await self._get(resp_key, pending)
+        state = State(
+            self._model(conv_key, conv, ConversationView),
+            self._model(idx_key, index, IndexView) or IndexView(),
+            self._model(item_ref, item, ItemRef),
+            self._model(resp_key, response, ResponseView),
         )
+        return state, (conv_key, idx_key, item_ref, resp_key)
+
+    def _model(self, key: str | None, value: dict[str, Any] | None, cls: type[Any]) -> Any:
+        if value is None or key is None:
+            return None
+        known = self._models.get(key)
+        if known is not None and known[0] is value:
+            return known[1]
+        return cls(**value)
+
+    def _memo(self, put: Put, keys: tuple[str, str, str | None, str | None], new: State) -> None:
+        """Remember the model `apply` returned for a view it wrote (its state after the
+        event, which is what the written dict was dumped from)."""
+        model: BaseModel | None = None
+        if put.key == keys[0]:
+            model = new.conversation
+        elif put.key == keys[1]:
+            model = new.index
+        elif put.key == keys[2]:
+            model = new.item
+        elif put.key == keys[3]:
+            model = new.response
+        if model is not None:
+            if len(self._models) >= 2 * self.cache_size:
+                self._models.clear()
+            self._models[put.key] = (put.value, model)
 
     @staticmethod
     def _stage(change: Change, pending: dict[str, Any], purges: list[PurgePrefix]) -> None:
@@ -118,19 +198,21 @@ class Folder:
             value = pending[key]
             return Delete(key) if value is _DELETED else Put(key, value)
 
-        last = [k for k in pending if is_index_key(k) or k == CHECKPOINT_KEY]
-        commits = [k for k in pending if _is_conversation_key(k)]
-        responses = [k for k in pending if _is_response_key(k)]
-        data = [
-            as_change(k)
-            for k in pending
-            if k not in commits and k not in last and k not in responses
-        ]
-        await self.views.write([*purges, *data])
-        if responses:  # a response commits its input; a conversation commits its responses
-            await self.views.write([as_change(k) for k in responses])
-        await self.views.write([as_change(k) for k in commits])
-        await self.views.write([as_change(k) for k in last])
+        kinds: dict[str, list[str]] = {"data": [], "response": [], "commit": [], "last": []}
+        for k in pending:
+            kinds[_kind(k)].append(k)
+        data, responses, commits, last = kinds.values()
+        if self.fresh:  # before writing: a write that fails may still have landed
+            self._written.update(responses, commits, last)
+        if not self.phases:
+            keys = (*data, *responses, *commits, *last)
+            await self.views.write([*purges, *(as_change(k) for k in keys)])
+        else:
+            await self.views.write([*purges, *(as_change(k) for k in data)])
+            if responses:  # a response commits its input; a conversation commits its responses
+                await self.views.write([as_change(k) for k in responses])
+            await self.views.write([as_change(k) for k in commits])
+            await self.views.write([as_change(k) for k in last])
         for key in (*responses, *commits, *last):
             self._remember(key, pending[key])
 
@@ -141,9 +223,13 @@ class Folder:
             self._cache.popitem(last=False)
 
 
-def _is_conversation_key(key: str) -> bool:
-    return key.startswith("conv.") and key.count(".") == 1
-
-
-def _is_response_key(key: str) -> bool:
-    return key.startswith("resp.") and key.count(".") == 2
+def _kind(key: str) -> str:
+    """Which phase writes `key`: item data and refs and response inputs (data), response
+    views, conversation views (commit), index counters and the checkpoint (last)."""
+    if key.startswith("conv."):
+        return "commit" if key.count(".") == 1 else "data"
+    if key.startswith("resp."):
+        return "response" if key.count(".") == 2 else "data"
+    if is_index_key(key) or key == CHECKPOINT_KEY:
+        return "last"
+    return "data"

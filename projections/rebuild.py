@@ -10,7 +10,10 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Callable
+from typing import Any
 
+import nats.errors
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -20,9 +23,90 @@ from events.subjects import ALL_EVENTS, STREAM_NAME
 from projections.active import POLL, Generation, current, flip, meta_bucket
 from projections.fold import Folder
 from projections.store import BUCKET, KVViews, ViewStore, open_bucket
-from projections.worker import ACK_WAIT, BATCH, MAX_IN_FLIGHT, decode_batch
+from projections.worker import ACK_WAIT, MAX_IN_FLIGHT, decode_batch
 
 CATCH_UP_GAP = 100  # flip once the new views are this close to the log's end
+
+
+FOLD_BATCH = 1000  # events per fold when replaying the log (one atomic batch of keys or two)
+READ_AHEAD = 4 * FOLD_BATCH  # events read and buffered ahead of the fold
+WRITE_WINDOW = 16  # atomic batches of views awaiting acknowledgement while folding on (server: 50)
+
+
+class LogReader:
+    """The log from `after + 1` to `end`, read by an ordered push consumer into a bounded
+    buffer while the previous batch is being folded and written.
+
+    A push consumer delivers from a callback with no per-message future or timer (what a
+    pull `fetch` costs), and its flow control stops the server while the buffer is full.
+    """
+
+    def __init__(self, store: EventStore, after: int, end: int) -> None:
+        self.store = store
+        self.after = after
+        self.end = end
+        self._buffer: list[Msg] = []
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._done = False  # the message at or past `end`, or the log's last, arrived
+        self._sub: Any = None
+
+    async def __aenter__(self) -> "LogReader":
+        self._sub = await self.store.js.subscribe(
+            ALL_EVENTS,
+            stream=STREAM_NAME,
+            cb=self._deliver,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=(
+                    DeliverPolicy.BY_START_SEQUENCE if self.after else DeliverPolicy.ALL
+                ),
+                opt_start_seq=self.after + 1 if self.after else None,
+                inactive_threshold=60,
+            ),
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+    async def _deliver(self, msg: Msg) -> None:
+        if self._done:
+            return
+        meta = msg.metadata
+        if meta.sequence.stream > self.end:
+            self._done = True  # `end` itself is gone (erased meanwhile): stop before it
+        else:
+            self._buffer.append(msg)
+            self._done = meta.sequence.stream == self.end or meta.num_pending == 0
+        self._arrived.set()
+        if len(self._buffer) >= READ_AHEAD:
+            self._room.clear()
+            await self._room.wait()
+
+    async def take(self, limit: int) -> list[Msg]:
+        """Up to `limit` buffered messages in log order; [] once the range is read."""
+        while not self._buffer and not self._done:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), self.store.timeout)
+            except TimeoutError:
+                if await self._nothing_pending():
+                    return []
+        batch, self._buffer = self._buffer[:limit], self._buffer[limit:]
+        if len(self._buffer) < READ_AHEAD:
+            self._room.set()
+        return batch
+
+    async def _nothing_pending(self) -> bool:
+        """No delivery for a while: done if the consumer has nothing left to send (the
+        range was erased), an error if it has (the server does not deliver)."""
+        info = await self._sub.consumer_info()
+        if info.num_pending:
+            raise nats.errors.TimeoutError
+        return True
 
 
 async def fold_log(
@@ -43,21 +127,10 @@ async def fold_log(
     if end <= after:
         return after
     folder = folder or Folder(views)
-    sub = await store.js.pull_subscribe(
-        ALL_EVENTS,
-        stream=STREAM_NAME,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after else DeliverPolicy.ALL,
-            opt_start_seq=after + 1 if after else None,
-            inactive_threshold=60,
-        ),
-    )
     seq = after
-    try:
+    async with LogReader(store, after, end) as reader:
         while seq < end:
-            batch = await sub.fetch(BATCH, timeout=store.timeout)
-            batch = [m for m in batch if m.metadata.sequence.stream <= end]
+            batch = await reader.take(FOLD_BATCH)
             if not batch:
                 break
             events = decode_batch(batch)
@@ -65,9 +138,7 @@ async def fold_log(
             seq = batch[-1].metadata.sequence.stream
             if progress:
                 progress(len(batch))
-        return seq
-    finally:
-        await sub.unsubscribe()
+    return seq
 
 
 async def rebuild(
@@ -83,11 +154,14 @@ async def rebuild(
     suffix = secrets.token_hex(4)
     new = Generation(bucket=f"{BUCKET}_{suffix}", durable=f"projector_{suffix}")
     kv = await open_bucket(js, bucket=new.bucket, replicas=replicas)
-    views = KVViews(js, kv, new.bucket)
-    folder = Folder(views)
+    # Nobody reads the new bucket before the flip, and only this folder writes it: one
+    # write per batch, acknowledged behind the next fold; views it never wrote are absent.
+    views = KVViews(js, kv, new.bucket, timeout=store.timeout, window=WRITE_WINDOW)
+    folder = Folder(views, phases=False, fresh=True)
     last = await fold_log(store, views, folder=folder, progress=progress)
     while await store.last_seq() - last > CATCH_UP_GAP:
         last = await fold_log(store, views, after=last, folder=folder, progress=progress)
+    await views.flush()
     await js.add_consumer(
         STREAM_NAME,
         ConsumerConfig(

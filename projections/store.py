@@ -8,16 +8,23 @@ import json
 from typing import Any, Protocol
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from events.direct import DirectGetUnavailable, TooManySubjects, direct_batch
-from events.store import while_unavailable
+from events.ids import new_id
+from events.store import MAX_BATCH, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
 BUCKET = "convstore_views"
+# One encoder for every view: json.dumps with non-default separators builds a new encoder
+# on each call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+# Whether this nats-py has the internals `send_batch_messages` writes protocol bytes with.
+RAW_PUBLISH = all(hasattr(NATS, a) for a in ("_send_command", "_flush_pending"))
 
 
 class ViewStore(Protocol):
@@ -86,17 +93,49 @@ async def open_bucket(
 
 
 class KVViews:
-    """Views in a JetStream KV bucket. Writes within one call run concurrently."""
+    """Views in a JetStream KV bucket.
+
+    A write is JetStream atomic batches (nats-server 2.12+) of up to MAX_BATCH keys, one
+    after the other: one acknowledgement, and with `sync_interval: always` one fsync, per
+    batch instead of per key, and a batch lands whole or not at all.
+
+    With `window` > 1 a write returns once its batches are sent and up to `window` of them
+    wait for their acknowledgement meanwhile (the next batch is folded while the server
+    stores this one); reads and `flush()` wait for them all, and a failed batch raises
+    there. Only for a writer that reads nothing back before `flush()` it does not know
+    about, such as a rebuild into a bucket nobody reads yet.
+    """
 
     def __init__(
-        self, js: JetStreamContext, kv: KeyValue, bucket: str = BUCKET, timeout: float = 5.0
+        self,
+        js: JetStreamContext,
+        kv: KeyValue,
+        bucket: str = BUCKET,
+        timeout: float = 5.0,
+        window: int = 1,
     ) -> None:
         self.js = js
         self.kv = kv
         self.bucket = bucket
         self.timeout = timeout
+        self.window = window
+        self.stream = f"KV_{bucket}"
+        self._atomic = False  # the bucket's stream is known to accept atomic batches
+        self._unacked: list[asyncio.Task[Any]] = []
+
+    async def flush(self) -> None:
+        """Wait until every batch written so far is stored; raise if one was not."""
+        unacked, self._unacked = self._unacked, []
+        try:
+            for task in unacked:
+                await task
+        finally:
+            for task in unacked:
+                task.cancel()
 
     async def get(self, key: str) -> dict[str, Any] | None:
+        if self._unacked:
+            await self.flush()
         try:
             entry = await self.kv.get(key)
         except KeyNotFoundError:
@@ -108,13 +147,15 @@ class KVViews:
         subjects a request): a page costs one round trip, not one per key."""
         if len(keys) < 2:
             return [await self.get(k) for k in keys]
+        if self._unacked:
+            await self.flush()
         prefix = f"$KV.{self.bucket}."
         found: dict[str, dict[str, Any] | None] = {}
         for start in range(0, len(keys), 1000):
             chunk = keys[start : start + 1000]
             request = {"multi_last": [prefix + k for k in chunk], "batch": len(chunk)}
             try:
-                msgs = await direct_batch(self.js._nc, f"KV_{self.bucket}", request, self.timeout)
+                msgs = await direct_batch(self.js._nc, self.stream, request, self.timeout)
             except DirectGetUnavailable as exc:
                 raise nats.errors.TimeoutError from exc
             for m in msgs:
@@ -142,18 +183,102 @@ class KVViews:
         }
 
     async def write(self, changes: list[Change]) -> None:
-        """Apply changes that do not depend on each other's order, concurrently."""
-        await asyncio.gather(*(self._one(c) for c in changes))
+        """Apply changes that do not depend on each other's order: the prefix purges
+        first (stream purges, concurrently), then the puts and deletes in atomic batches."""
+        purges = [c for c in changes if isinstance(c, PurgePrefix)]
+        if purges:
+            await asyncio.gather(*(self._purge(c) for c in purges))
+        messages: list[tuple[str, bytes | None]] = []  # (key, value; None: delete)
+        for change in changes:
+            if isinstance(change, Put):
+                messages.append((change.key, _encode(change.value).encode()))
+            elif isinstance(change, Delete):
+                messages.append((change.key, None))
+        if not messages:
+            return
+        if len(messages) > 1 and not self._atomic:
+            await self._allow_atomic()
+        for start in range(0, len(messages), MAX_BATCH):
+            await self._batch(messages[start : start + MAX_BATCH])
 
-    async def _one(self, change: Change) -> None:
-        if isinstance(change, Put):
-            await self.kv.put(change.key, json.dumps(change.value, separators=(",", ":")).encode())
-        elif isinstance(change, Delete):
-            await self.kv.delete(change.key)
-        elif isinstance(change, PurgePrefix):
-            await self.js.purge_stream(
-                f"KV_{self.bucket}", subject=f"$KV.{self.bucket}.{change.prefix}>"
-            )
+    async def _batch(self, messages: list[tuple[str, bytes | None]]) -> None:
+        """One atomic batch: every message but the last sent as is, the last one (the
+        commit) as a JetStream publish whose acknowledgement covers the whole batch."""
+        prefix = f"$KV.{self.bucket}."
+        *body, (last_key, last_value) = messages
+        headers: dict[str, str] = {}
+        if body:  # a single message is a plain publish (a KV put or delete)
+            batch_id = new_id("vb")
+            await send_batch_messages(self.js._nc, prefix, batch_id, body)
+            headers = {
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(len(messages)),
+                "Nats-Batch-Commit": "1",
+            }
+        if last_value is None:
+            headers["KV-Operation"] = "DEL"
+        commit = self.js.publish(
+            prefix + last_key,
+            last_value or b"",
+            timeout=self.timeout,
+            stream=self.stream,
+            headers=headers,
+        )
+        if self.window <= 1:
+            await commit
+            return
+        self._unacked.append(asyncio.ensure_future(commit))
+        while len(self._unacked) > self.window:
+            try:
+                await self._unacked.pop(0)
+            except BaseException:
+                for task in self._unacked:
+                    task.cancel()
+                self._unacked = []
+                raise
+
+    async def _allow_atomic(self) -> None:
+        """Buckets are created without `allow_atomic` (nats-py's KeyValueConfig has no such
+        setting): turn it on once, for new buckets and for those of older versions."""
+        info = await self.js.stream_info(self.stream)
+        if not info.config.allow_atomic:
+            config = info.config
+            config.allow_atomic = True
+            await self.js.update_stream(config)
+        self._atomic = True
+
+    async def _purge(self, change: PurgePrefix) -> None:
+        await self.js.purge_stream(self.stream, subject=f"$KV.{self.bucket}.{change.prefix}>")
+
+
+async def send_batch_messages(
+    nc: NATS, prefix: str, batch_id: str, messages: list[tuple[str, bytes | None]]
+) -> None:
+    """Send the messages of an atomic batch but its commit (sequences from 1), as one write
+    of protocol bytes: `nc.publish` validates and encodes each message and its headers
+    again, which costs several times more than the message itself in a rebuild. nats-py
+    has no public call for that, so without its `_send_command` each goes through
+    `publish`."""
+    if not RAW_PUBLISH or nc.is_closed:
+        for n, (key, value) in enumerate(messages, start=1):
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+            if value is None:
+                headers["KV-Operation"] = "DEL"
+            await nc.publish(prefix + key, value or b"", headers=headers)
+        return
+    head = b"NATS/1.0\r\nNats-Batch-Id: %s\r\nNats-Batch-Sequence: " % batch_id.encode()
+    parts = []
+    for n, (key, value) in enumerate(messages, start=1):
+        if value is None:
+            hdr, value = b"%s%d\r\nKV-Operation: DEL\r\n\r\n" % (head, n), b""
+        else:
+            hdr = b"%s%d\r\n\r\n" % (head, n)
+        size = len(hdr)
+        subject = (prefix + key).encode()
+        parts.append(b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, size, size + len(value), hdr, value))
+    await nc._send_command(b"".join(parts))
+    if nc._flush_queue is not None and nc._flush_queue.empty():  # as `publish` does
+        await nc._flush_pending()
 
 
 def subject_matches(pattern: str, key: str) -> bool:

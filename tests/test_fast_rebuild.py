@@ -1,0 +1,107 @@
+"""The rebuild's fast paths against a real nats-server: atomic batches of views, writes
+acknowledged behind the fold, a fresh single-phase folder, the ordered-consumer log reader."""
+
+import pytest
+from nats.js.errors import NotFoundError
+
+from events.schema import ConversationCreated, ItemAdded
+from events.store import EventStore
+from events.subjects import STREAM_NAME
+from projections import rebuild as rebuild_module
+from projections import store as store_module
+from projections.apply import Delete, PurgePrefix, Put
+from projections.fold import Folder
+from projections.rebuild import fold_log
+from projections.store import KVViews, MemoryViews, open_bucket
+from tests.test_projector import kv_snapshot, message, write_history
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["protocol-bytes", "publish"])
+async def test_kv_writes_cross_the_atomic_batch_limit(store, monkeypatch, raw):
+    js = store.js
+    assert store_module.RAW_PUBLISH, "nats-py changed: the rebuild publishes one by one"
+    monkeypatch.setattr(store_module, "RAW_PUBLISH", raw)
+    kv = await open_bucket(js, bucket="atomic_views")
+    views = KVViews(js, kv, "atomic_views")
+    expected = MemoryViews()
+    puts = [Put(f"conv.c{n % 7}.item.{n:012d}", {"n": n}) for n in range(2500)]
+    raw = [Put("conv.raw", {"a": "é"})]
+    for changes in (
+        puts + raw,
+        [Delete("conv.c1.item.000000000001"), PurgePrefix("conv.c2."), Put("x", {"y": 1})],
+        [Delete(f"conv.c3.item.{n:012d}") for n in range(3, 2500, 7)],  # deletes only
+    ):
+        await views.write(changes)
+        await expected.write(changes)
+    assert (await js.stream_info("KV_atomic_views")).config.allow_atomic
+    assert await kv_snapshot(js, "atomic_views") == expected.data
+    assert await views.get_many(["conv.raw", "x", "conv.c1.item.000000000001"]) == [
+        {"a": "é"},
+        {"y": 1},
+        None,
+    ]
+
+
+async def test_windowed_writes_are_read_back_and_a_failed_batch_raises(store):
+    js = store.js
+    kv = await open_bucket(js, bucket="windowed")
+    views = KVViews(js, kv, "windowed", timeout=2, window=3)
+    for n in range(6):
+        await views.write([Put(f"k{n}.{i}", {"n": n, "i": i}) for i in range(1200)])
+    assert await views.get("k5.1199") == {"n": 5, "i": 1199}  # a read waits for the writes
+    await views.flush()
+    assert len(await kv_snapshot(js, "windowed")) == 6 * 1200
+
+    await views.write([Put("late", {"n": 1})])
+    await js.delete_stream("KV_windowed")
+    await views.write([Put("lost", {"n": 1})])  # sent; its acknowledgement never comes
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the client reports
+        await views.flush()
+
+
+async def test_a_fresh_single_phase_fold_equals_the_phased_one(store, monkeypatch):
+    js = store.js
+    await write_history(store, seed=5, conversations=5)  # creates, adds, deletes, a purge
+    expected = MemoryViews()
+    await fold_log(store, expected)
+
+    # small batches and a tiny cache: views are evicted, refs read back across batches
+    monkeypatch.setattr(rebuild_module, "FOLD_BATCH", 7)
+    kv = await open_bucket(js, bucket="fresh_fold")
+    views = KVViews(js, kv, "fresh_fold", window=4)
+    folder = Folder(views, cache_size=3, phases=False, fresh=True)
+    last = await fold_log(store, views, folder=folder)
+    await views.flush()
+    assert last == await store.last_seq()
+    assert await kv_snapshot(js, "fresh_fold") == expected.data
+
+
+async def test_fold_log_reads_exactly_its_range(store):
+    for n in range(3):
+        conv = f"conv_range{n}"
+        items = [ItemAdded(conversation_id=conv, item=message(f"m{k}")) for k in range(9)]
+        await store.append([ConversationCreated(conversation_id=conv, created_at=n), *items], 0)
+    end = await store.last_seq()
+    seen: list[int] = []
+
+    def keep(event: object) -> bool:
+        seen.append(event.seq)  # type: ignore[attr-defined]
+        return True
+
+    assert await fold_log(store, MemoryViews(), after=4, up_to=21, keep=keep) == 21
+    assert seen == list(range(5, 22))
+    assert await fold_log(store, MemoryViews(), after=end) == end
+
+
+async def test_fold_log_ends_when_its_last_events_were_erased(store):
+    conv = "conv_erased"
+    items = [ItemAdded(conversation_id=conv, item=message(f"m{k}")) for k in range(5)]
+    await store.append([ConversationCreated(conversation_id=conv, created_at=1), *items], 0)
+    end = await store.last_seq()
+    for seq in (end, end - 1):
+        await store.js.delete_msg(STREAM_NAME, seq)
+    quick = EventStore(store.nc, store.js, timeout=1)
+    assert await fold_log(quick, MemoryViews(), up_to=end) == end - 2
+    assert await fold_log(quick, MemoryViews(), after=end - 2, up_to=end) == end - 2
+    with pytest.raises(NotFoundError):
+        await store.js.get_msg(STREAM_NAME, end)
