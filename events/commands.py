@@ -34,6 +34,13 @@ async def live_head(store: EventStore, conversation_id: str) -> Head:
     return head
 
 
+async def fresh_live_head(store: EventStore, conversation_id: str) -> Head:
+    """`live_head`, always read from the log: for commands on a conversation that another
+    process writes as a rule (a response's request: the model worker appends its output),
+    where a remembered head would be stale every time and cost a refused append."""
+    return await live_head(store, conversation_id)
+
+
 async def create(store: EventStore, events: list[EventBase]) -> int:
     """Append a new conversation (ConversationCreated first, then its items) atomically."""
     assert isinstance(events[0], ConversationCreated)

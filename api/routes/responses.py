@@ -134,7 +134,9 @@ async def _request(
             requested[:] = [event(p.conversation_id or "", response_id, head.seq)]
             return list(requested)
 
-        seq, _ = await commands.decide_and_append(svc.store, p.conversation_id, decide)
+        seq, _ = await commands.decide_and_append(
+            svc.store, p.conversation_id, decide, commands.fresh_live_head
+        )
         request = requested[0]
     else:
         if p.previous_response_id:
