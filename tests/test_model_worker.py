@@ -15,9 +15,17 @@ import pytest
 
 from events.chain import ChainVerifier
 from events.connection import connect
-from events.ids import new_response_id
+from events.history import History
+from events.ids import new_id, new_response_id
 from events.response_stream import ensure_response_stream
-from events.schema import EventBase, ResponseDeleted, ResponseInProgress, ResponseRequested
+from events.schema import (
+    ConversationCreated,
+    EventBase,
+    MetadataReplaced,
+    ResponseDeleted,
+    ResponseInProgress,
+    ResponseRequested,
+)
 from events.store import EventStore, ensure_stream
 from events.subjects import STREAM_NAME, conversation_filter, response_stream_subject
 from projections.reader import ViewReader
@@ -36,9 +44,11 @@ class Recording:
         self.hang = hang
         self.called_at: float | None = None
         self.cancelled = False
+        self.calls: list[ModelCall] = []
 
     async def stream(self, call: ModelCall) -> AsyncIterator[Chunk]:
         self.called_at = time.monotonic()
+        self.calls.append(call)
         yield TextDelta("hello")
         if self.hang:
             try:
@@ -60,12 +70,21 @@ class OneProvider(Registry):
 
 class ClaimFault(EventStore):
     """Delays each claim's append by `delay` (noting when it was stored), and with `lose`
-    first appends a deletion of the response, so that the claim loses the race."""
+    first appends a deletion of the response, so that the claim loses the race; with
+    `interleave`, first appends that event instead (once), on the claim's thread."""
 
-    def __init__(self, *args: Any, delay: float = 0.0, lose: bool = False) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        delay: float = 0.0,
+        lose: bool = False,
+        interleave: EventBase | None = None,
+    ) -> None:
         super().__init__(*args)
         self.delay = delay
         self.lose = lose
+        self.interleave = interleave
+        self.claims = 0
         self.claimed_at: float | None = None
         self.heads = 0
 
@@ -76,7 +95,11 @@ class ClaimFault(EventStore):
     async def append(self, events: list[EventBase], expected_last_seq: int, *args: Any) -> int:
         first = events[0]
         if isinstance(first, ResponseInProgress):
+            self.claims += 1
             await asyncio.sleep(self.delay)
+            if self.interleave is not None:
+                moved, self.interleave = self.interleave, None
+                await super().append([moved], expected_last_seq, *args)
             if self.lose:
                 self.lose = False
                 deleted = ResponseDeleted(
@@ -119,7 +142,9 @@ async def deliver(nc: Any, js: Any, store: EventStore) -> tuple[str, Any, Any]:
 
 
 def worker(nc: Any, js: Any, store: EventStore, provider: Recording) -> ModelWorker:
-    return ModelWorker(nc, js, store, ViewReader(MemoryViews(), 1.0), OneProvider(provider))
+    """No projector: the reader folds the thread from the log (read-through)."""
+    reader = ViewReader(MemoryViews(), 1.0, History(store))
+    return ModelWorker(nc, js, store, reader, OneProvider(provider))
 
 
 async def test_the_call_overlaps_the_claim_and_waits_for_it_to_publish(nats):
@@ -162,3 +187,51 @@ async def test_a_lost_claim_cancels_the_call_and_publishes_nothing(nats):
         await events.next_msg(timeout=0.5)
     head = await store.head(rid)
     assert head is not None and head.event_type == "ResponseDeleted"
+
+
+async def test_a_claim_lost_to_an_unrelated_append_keeps_its_call(nats):
+    """Metadata replaced on the conversation while the claim was appended: the claim is
+    decided again on the new head, and the model call already running serves it; the
+    upstream is asked once (a second ask costs a user money and time)."""
+    nc, js = nats
+    conv = new_id("conv")
+    store = ClaimFault(nc, js, delay=0.1)
+    store.interleave = MetadataReplaced(conversation_id=conv, metadata={"k": "v"})
+    created = await store.append(
+        [ConversationCreated(conversation_id=conv, created_at=int(time.time()))], 0
+    )
+    head = await store.head(conv)
+    assert head is not None
+    rid = new_response_id(conv)
+    request = ResponseRequested(
+        conversation_id=conv,
+        response_id=rid,
+        created_at=int(time.time()),
+        model="m",
+        input=[{"type": "message", "role": "user", "content": "hi"}],
+        context_seq=created,
+    )
+    events = await nc.subscribe(response_stream_subject(rid))
+    await store.append([request], head.seq, head.hash, head.tenant)
+    sub = await js.pull_subscribe(conversation_filter(conv), stream=STREAM_NAME)
+    msgs = await sub.fetch(2, timeout=5)
+    provider = Recording()
+    await worker(nc, js, store, provider).handle(msgs[-1])
+    received = [json.loads((await events.next_msg(timeout=5)).data)]
+    while received[-1]["type"] != "response.completed":
+        received.append(json.loads((await events.next_msg(timeout=5)).data))
+    assert store.claims == 2  # the first claim lost, the second won
+    assert len(provider.calls) == 1
+    assert [e["sequence_number"] for e in received] == list(range(len(received)))
+    assert [e["type"] for e in received].count("response.created") == 1
+    log = await js.pull_subscribe(conversation_filter(conv), stream=STREAM_NAME)
+    stored = [m.subject.rpartition(".")[2] for m in await log.fetch(10, timeout=2)]
+    assert stored == [
+        "conversation_created",
+        "response_requested",
+        "metadata_replaced",
+        "response_in_progress",
+        "item_added",
+        "item_added",
+        "response_completed",
+    ]

@@ -6,7 +6,9 @@ Exactly once, with any number of workers, by deciding everything on the log:
   concurrency on the thread, so two workers cannot both claim it, and a conversation's
   responses are claimed only in order (the oldest pending one first); the model is
   called while the claim is being appended, but nothing it streams is published before
-  the claim is stored, and a claim that loses cancels the call;
+  the claim is stored; a claim that loses to an append that leaves the response and its
+  context as they were (another request, metadata) keeps the call for the next claim,
+  any other loss cancels it, so the upstream is asked once per claim that could win;
 - the outcome (output items, and on a conversation the input and output items, plus the
   terminal event) is one atomic append, made only while the response is still this
   attempt's and not cancelled;
@@ -56,6 +58,25 @@ ACK_WAIT = 30.0  # a delivery not kept alive this long goes to another worker
 WAIT_TURN = 0.2  # redelivery delay while an older response of the conversation runs
 RETRIES = 3  # upstream attempts per response (retryable errors, nothing streamed yet)
 STARTED = frozenset({"response.created", "response.in_progress"})
+
+
+@dataclass
+class Speculation:
+    """A model call started while a claim was appended that lost to another append. It is
+    kept for the next decision: when that claims the same response with the same context
+    (the thread moved for another reason: another request, metadata, a concurrent reader's
+    stale head), the call goes on, so the upstream is asked once, not once per attempt."""
+
+    context: list[dict[str, Any]]
+    next_seq: int
+    call: "asyncio.Task[None]"
+    writer: response_stream.StreamWriter
+    builder: OutputBuilder
+
+    async def drop(self) -> None:
+        self.call.cancel()
+        with contextlib.suppress(BaseException):
+            await self.call
 
 
 @dataclass
@@ -192,32 +213,39 @@ class ModelWorker:
         Independent requests overlap: the conversation and its items (one read) are read
         while the head is, and the model is called while the claim is appended. What the
         call streams meanwhile is held, and published only once the claim is stored; a
-        claim that fails cancels the call, and its output is never seen."""
-        while True:
-            tasks: list[asyncio.Task[Any]] = []
-            if request.conversation_id != request.response_id:
-                # As of the request's context at least (the fast path's head is the request).
-                conversation = self.reader.conversation_with_items(
-                    request.conversation_id, request.context_seq
-                )
-                tasks.append(asyncio.create_task(conversation))
-            try:
-                claim = await self._try_claim(request, tasks)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-            if claim is not None:
-                return claim
+        call no claim takes is cancelled, and its output is never seen."""
+        spec: list[Speculation] = []  # at most one, carried from a lost claim to the next
+        try:
+            while True:
+                tasks: list[asyncio.Task[Any]] = []
+                if request.conversation_id != request.response_id:
+                    # As of the request's context at least (the fast path's head is the request).
+                    conversation = self.reader.conversation_with_items(
+                        request.conversation_id, request.context_seq
+                    )
+                    tasks.append(asyncio.create_task(conversation))
+                try:
+                    claim = await self._try_claim(request, tasks, spec)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                        with contextlib.suppress(BaseException):
+                            await task
+                if claim is not None:
+                    return claim
+        finally:
+            for kept in spec:  # a call no claim took (NotYet, Done, an error)
+                await kept.drop()
 
     async def _try_claim(
         self,
         request: ResponseRequested,
         tasks: list["asyncio.Task[Any]"],
+        spec: list[Speculation],
     ) -> Claim | None:
         """One decision on the thread's head: the claim, or None when the thread moved.
-        Tasks it starts go into `tasks`, which the caller cancels (all but a claim's call)."""
+        Tasks it starts go into `tasks`, which the caller cancels; the model call goes into
+        `spec` instead, so that a lost claim's call can serve the next decision."""
         fresh = await self._fresh(request)
         if fresh is not None:
             head, view = fresh
@@ -257,31 +285,42 @@ class ModelWorker:
         )
         append = asyncio.create_task(self.store.append([claim], head.seq, head.hash, head.tenant))
         tasks.append(append)
-        writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq, held=True)
-        if next_seq == 0:
-            running = view.model_copy(update={"status": "in_progress"}).public()
-            await writer.emit("response.created", response=running)
-            await writer.emit("response.in_progress", response=running)
-        builder = OutputBuilder(writer)
-        call: asyncio.Task[None] | None = None
         problem: ContextError | None = None
+        context: list[dict[str, Any]] | None = None
         try:
             context = await build_context(self.reader, self.store, view, request.input, items)
         except ContextError as exc:
             problem = exc
-        else:
+        kept = spec.pop() if spec else None
+        if kept is not None and (
+            context is None
+            or kept.context != context
+            or kept.next_seq != next_seq
+            or kept.call.cancelled()
+        ):
+            await kept.drop()
+            kept = None
+        if kept is None and context is not None:
+            writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq, held=True)
+            if next_seq == 0:
+                running = view.model_copy(update={"status": "in_progress"}).public()
+                await writer.emit("response.created", response=running)
+                await writer.emit("response.in_progress", response=running)
+            builder = OutputBuilder(writer)
             call = asyncio.create_task(self._call_model(request, context, builder))
-            tasks.append(call)
+            kept = Speculation(context, next_seq, call, writer, builder)
+        if kept is not None:
+            spec.append(kept)
         try:
             seq = await append
         except ConcurrencyConflict:
             return None  # the thread moved (a cancel, another claim, new items): decide again
-        if call is None:  # the context could not be built
+        if kept is None:  # the context could not be built
             await self._fail(request, "invalid_prompt", str(problem), next_seq, claim.attempt)
             raise Done
-        await writer.release()
-        tasks.remove(call)  # the caller's now
-        return Claim(_folded(view, [(claim, seq)]), claim.attempt, seq, call, builder)
+        spec.clear()  # the claim's call now
+        await kept.writer.release()
+        return Claim(_folded(view, [(claim, seq)]), claim.attempt, seq, kept.call, kept.builder)
 
     async def _run(
         self, request: ResponseRequested, claim: Claim, cancelled: asyncio.Event
