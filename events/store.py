@@ -8,6 +8,7 @@ idempotency key per event (`Nats-Msg-Id`, the event id).
 
 import asyncio
 import json
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -55,7 +56,7 @@ class EventTooLarge(Exception):
     """An event does not fit in one NATS message."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a process remembers 10,000 heads
 class Head:
     """The last event of a conversation: where its history ends right now."""
 
@@ -66,6 +67,11 @@ class Head:
     # The owning tenant, from the `Convstore-Tenant` header; None when the message has no
     # such header (written before tenants existed, or by something else than this store).
     tenant: str | None = None
+
+
+def _interned(value: str | None) -> str | None:
+    """One copy of a tenant name among the heads a process remembers, not one per head."""
+    return sys.intern(value) if value is not None else None
 
 
 async def ensure_stream(
@@ -161,9 +167,9 @@ class EventStore:
             return Head(
                 msg.seq or 0,
                 headers.get("Nats-Msg-Id", ""),
-                headers["Convstore-Event-Type"],
+                sys.intern(headers["Convstore-Event-Type"]),
                 headers["Convstore-Hash"],
-                headers.get(TENANT_HEADER),
+                _interned(headers.get(TENANT_HEADER)),
             )
         # Written by something else than this store: read what it says, leniently (an
         # event type this version does not know must not break reads of the conversation).

@@ -38,6 +38,7 @@ from projections.views import (
 )
 
 _DELETED = object()
+MODEL_MEMO = 1_000  # views kept as models (a few batches of the same conversations)
 
 
 class Folder:
@@ -178,7 +179,7 @@ class Folder:
         elif put.key == keys[3]:
             model = new.response
         if model is not None:
-            if len(self._models) >= 2 * self.cache_size:
+            if len(self._models) >= MODEL_MEMO:
                 self._models.clear()
             self._models[put.key] = (put.value, model)
 

@@ -162,9 +162,9 @@ async def test_the_call_overlaps_the_claim_and_waits_for_it_to_publish(nats):
     assert first["type"] == "response.created" and first["sequence_number"] == 0
     assert [e["sequence_number"] for e in received] == list(range(len(received)))
     assert received[-1]["response"]["output"][0]["content"][0]["text"] == "hello"
-    # One head read (is the request still the thread's newest event?): the outcome was
-    # appended against the claim itself, and its events are the thread's last.
-    assert store.heads == 1
+    # No head read: the claim was appended against the delivered request, the outcome
+    # against the claim, and both were the thread's last events.
+    assert store.heads == 0
     log = await js.pull_subscribe(conversation_filter(rid), stream=STREAM_NAME)
     stored = await log.fetch(10, timeout=2)
     assert [m.subject.rpartition(".")[2] for m in stored] == [

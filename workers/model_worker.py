@@ -42,7 +42,7 @@ from events.schema import (
     ResponseRequested,
     decode,
 )
-from events.store import ConcurrencyConflict, EventStore, Head
+from events.store import TENANT_HEADER, ConcurrencyConflict, EventStore, Head
 from events.subjects import conversation_subject
 from projections.reader import ViewReader
 from projections.responses import apply_response
@@ -137,7 +137,13 @@ class ModelWorker:
             return
         heartbeat = asyncio.create_task(_keep_alive(msg, self.ack_wait / 4))
         try:
-            await self._handle(request)
+            # A first delivery is most likely still its thread's newest event: the claim
+            # is appended against it without reading the head first.
+            delivered = None
+            if msg.metadata.num_delivered == 1 and request.hash:
+                tenant = (msg.headers or {}).get(TENANT_HEADER)
+                delivered = Head(request.seq, request.id, request.type, request.hash, tenant)
+            await self._handle(request, delivered)
         except NotYet:
             # Back off while the older response runs: a long one should not cost a read
             # of the thread every WAIT_TURN.
@@ -149,7 +155,7 @@ class ModelWorker:
             heartbeat.cancel()
         await msg.ack()
 
-    async def _handle(self, request: ResponseRequested) -> None:
+    async def _handle(self, request: ResponseRequested, delivered: Head | None = None) -> None:
         cancelled = asyncio.Event()
         subject = conversation_subject(request.conversation_id, "ResponseCancelled")
 
@@ -161,7 +167,7 @@ class ModelWorker:
         # Subscribed before the claim: a cancel appended after it is always seen.
         sub = await self.nc.subscribe(subject, cb=on_cancel)
         try:
-            claim = await self._claim(request)
+            claim = await self._claim(request, delivered)
             await self._run(request, claim, cancelled)
         finally:
             with contextlib.suppress(Exception):
@@ -196,18 +202,24 @@ class ModelWorker:
         writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq)
         await writer.emit(f"response.{view.status}", response=view.public())
 
-    async def _fresh(self, request: ResponseRequested) -> tuple[Head, ResponseView] | None:
+    async def _fresh(
+        self, request: ResponseRequested, delivered: Head | None
+    ) -> tuple[Head, ResponseView] | None:
         """The fast path for a request nobody touched yet (it is its thread's newest event):
         its view is the request itself, and the conversation is read as of just before it,
-        which the projector has long folded; no waiting for the projector to fold it."""
-        head = await self.store.head(request.conversation_id)
+        which the projector has long folded; no waiting for the projector to fold it.
+
+        `delivered` (the request as delivered, on a first delivery) is taken as the head
+        unread: the claim's append expects it as the thread's last event, so a thread that
+        moved answers wrong-last-sequence, and the next decision reads the head."""
+        head = delivered or await self.store.head(request.conversation_id)
         if head is None or head.seq != request.seq:
             return None
         view, _ = apply_response(None, request)
         assert view is not None
         return head, view
 
-    async def _claim(self, request: ResponseRequested) -> Claim:
+    async def _claim(self, request: ResponseRequested, delivered: Head | None = None) -> Claim:
         """Claim the response and start the model call; Done, NotYet or an error otherwise.
 
         Independent requests overlap: the conversation and its items (one read) are read
@@ -225,7 +237,8 @@ class ModelWorker:
                     )
                     tasks.append(asyncio.create_task(conversation))
                 try:
-                    claim = await self._try_claim(request, tasks, spec)
+                    claim = await self._try_claim(request, tasks, spec, delivered)
+                    delivered = None  # a decision after a lost claim reads the head
                 finally:
                     for task in tasks:
                         task.cancel()
@@ -242,11 +255,12 @@ class ModelWorker:
         request: ResponseRequested,
         tasks: list["asyncio.Task[Any]"],
         spec: list[Speculation],
+        delivered: Head | None = None,
     ) -> Claim | None:
         """One decision on the thread's head: the claim, or None when the thread moved.
         Tasks it starts go into `tasks`, which the caller cancels; the model call goes into
         `spec` instead, so that a lost claim's call can serve the next decision."""
-        fresh = await self._fresh(request)
+        fresh = await self._fresh(request, delivered)
         if fresh is not None:
             head, view = fresh
             last = None
