@@ -1,12 +1,14 @@
 """Fold a batch of events into a ViewStore, writing each key once per batch.
 
-Writes go in three phases so a crash between them is repaired by redelivery:
-item data first, then the conversation views that commit it (and carry
-`last_seq`), then the tenants' index counters and the checkpoint (the last sequence of
-the batch, which readers of the conversation lists wait on). Within a phase, writes run
-concurrently. A rebuild writes a bucket nobody reads until it is complete, so it folds
-with `phases=False`: one write per batch, in the same order; and as that bucket starts
-empty (`fresh=True`), a view the folder never wrote is known to be absent, not read.
+A batch's writes are one ordered write, so a crash part way is repaired by redelivery:
+item data first, then the response views, then the conversation views that commit them
+(and carry `last_seq`), then the tenants' index counters and the checkpoint (the last
+sequence of the batch, which readers of the conversation lists wait on). A KV store
+writes them as atomic batches in that order, each acknowledged before the next is sent,
+so a reader never sees a view commit what is not stored yet, and a batch costs one
+round trip (one fsync with `sync_interval: always`) rather than one per phase. A rebuild
+folds into a bucket that starts empty (`fresh=True`): a view the folder never wrote is
+known to be absent, not read.
 """
 
 from collections import OrderedDict
@@ -52,12 +54,10 @@ class Folder:
         self,
         views: ViewStore,
         cache_size: int = 10_000,
-        phases: bool = True,
         fresh: bool = False,
     ) -> None:
         self.views = views
         self.cache_size = cache_size
-        self.phases = phases
         self.fresh = fresh
         # fresh: every conversation, response, index and checkpoint key this folder wrote
         # (the only ones the store can hold); item refs are read from the store.
@@ -205,15 +205,8 @@ class Folder:
         data, responses, commits, last = kinds.values()
         if self.fresh:  # before writing: a write that fails may still have landed
             self._written.update(responses, commits, last)
-        if not self.phases:
-            keys = (*data, *responses, *commits, *last)
-            await self.views.write([*purges, *(as_change(k) for k in keys)])
-        else:
-            await self.views.write([*purges, *(as_change(k) for k in data)])
-            if responses:  # a response commits its input; a conversation commits its responses
-                await self.views.write([as_change(k) for k in responses])
-            await self.views.write([as_change(k) for k in commits])
-            await self.views.write([as_change(k) for k in last])
+        keys = (*data, *responses, *commits, *last)
+        await self.views.write([*purges, *(as_change(k) for k in keys)])
         for key in (*responses, *commits, *last):
             self._remember(key, pending[key])
 

@@ -157,7 +157,7 @@ async def rebuild(
     # Nobody reads the new bucket before the flip, and only this folder writes it: one
     # write per batch, acknowledged behind the next fold; views it never wrote are absent.
     views = KVViews(js, kv, new.bucket, timeout=store.timeout, window=WRITE_WINDOW)
-    folder = Folder(views, phases=False, fresh=True)
+    folder = Folder(views, fresh=True)
     last = await fold_log(store, views, folder=folder, progress=progress)
     while await store.last_seq() - last > CATCH_UP_GAP:
         last = await fold_log(store, views, after=last, folder=folder, progress=progress)

@@ -34,7 +34,9 @@ class ViewStore(Protocol):
 
     async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None: ...
 
-    async def write(self, changes: list[Change]) -> None: ...
+    async def write(self, changes: list[Change]) -> None:
+        """Apply in order; a failure part way leaves none of the later changes written."""
+        ...
 
 
 class MemoryViews:
@@ -183,8 +185,9 @@ class KVViews:
         }
 
     async def write(self, changes: list[Change]) -> None:
-        """Apply changes that do not depend on each other's order: the prefix purges
-        first (stream purges, concurrently), then the puts and deletes in atomic batches."""
+        """The prefix purges first (stream purges, concurrently), then the puts and deletes
+        in their order, in atomic batches; with `window` 1 each batch is acknowledged before
+        the next is sent, so a failure leaves none of the later ones written."""
         purges = [c for c in changes if isinstance(c, PurgePrefix)]
         if purges:
             await asyncio.gather(*(self._purge(c) for c in purges))

@@ -69,7 +69,7 @@ async def test_a_fresh_single_phase_fold_equals_the_phased_one(store, monkeypatc
     monkeypatch.setattr(rebuild_module, "FOLD_BATCH", 7)
     kv = await open_bucket(js, bucket="fresh_fold")
     views = KVViews(js, kv, "fresh_fold", window=4)
-    folder = Folder(views, cache_size=3, phases=False, fresh=True)
+    folder = Folder(views, cache_size=3, fresh=True)
     last = await fold_log(store, views, folder=folder)
     await views.flush()
     assert last == await store.last_seq()
