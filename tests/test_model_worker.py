@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from events.chain import ChainVerifier
 from events.connection import connect
@@ -29,7 +30,9 @@ from events.schema import (
 from events.store import EventStore, ensure_stream
 from events.subjects import STREAM_NAME, conversation_filter, response_stream_subject
 from projections.reader import ViewReader
+from projections.rebuild import fold_log
 from projections.store import MemoryViews
+from projections.views import conversation_key
 from workers.model_worker import ModelWorker
 from workers.providers.base import Chunk, Finish, ModelCall, TextDelta
 from workers.providers.registry import Registry, Route
@@ -235,3 +238,93 @@ async def test_a_claim_lost_to_an_unrelated_append_keeps_its_call(nats):
         "item_added",
         "response_completed",
     ]
+
+
+class CountingReader(ViewReader):
+    """Counts the worker's reads of a conversation and its items."""
+
+    reads = 0
+
+    async def conversation_with_items(self, conversation_id: str, min_seq: int) -> Any:
+        self.reads += 1
+        return await super().conversation_with_items(conversation_id, min_seq)
+
+
+async def request_turn(store: EventStore, js: Any, conv: str, text: str) -> tuple[str, Any]:
+    """A response requested on the conversation's head, as delivered to a worker."""
+    head = await store.head(conv)
+    assert head is not None
+    rid = new_response_id(conv)
+    request = ResponseRequested(
+        conversation_id=conv,
+        response_id=rid,
+        created_at=int(time.time()),
+        model="m",
+        input=[  # normalised, as the API stores it
+            {
+                "id": new_id("msg"),
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_text", "text": text}],
+            }
+        ],
+        context_seq=head.seq,
+    )
+    seq = await store.append([request], head.seq, head.hash, head.tenant)
+    sub = await js.pull_subscribe(
+        conversation_filter(conv),
+        stream=STREAM_NAME,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq),
+    )
+    [msg] = await sub.fetch(1, timeout=5)
+    return rid, msg
+
+
+async def test_the_next_turn_uses_what_the_worker_knows_of_the_conversation(nats):
+    """Turn 2 of a conversation, on the head turn 1's outcome left: the worker that
+    finished turn 1 builds its context without reading the views, and what it knew
+    equals the conversation folded from the log."""
+    nc, js = nats
+    conv = new_id("conv")
+    store = EventStore(nc, js)
+    await store.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
+    reader = CountingReader(MemoryViews(), 1.0, History(store))
+    provider = Recording()
+    model_worker = ModelWorker(nc, js, store, reader, OneProvider(provider))
+    for n in range(3):
+        _, msg = await request_turn(store, js, conv, f"turn {n}")
+        await model_worker.handle(msg)
+    assert reader.reads == 1  # turn 0 only
+    texts = [str(item["content"]) for item in provider.calls[2].items]
+    assert len(texts) == 5 and "turn 0" in texts[0] and "turn 2" in texts[4]
+    assert "hello" in texts[1] and "hello" in texts[3]  # the assistant turns
+
+    folded = MemoryViews()
+    await fold_log(store, folded)
+    view, items = model_worker.memory.get(conv, (await store.head(conv)).seq) or (None, None)
+    assert view is not None and view.model_dump() == folded.data[conversation_key(conv)]
+    assert items == await ViewReader(folded).all_items(view)
+
+
+async def test_a_turn_after_another_change_reads_the_views(nats):
+    """Something else on the thread after the outcome (metadata here): the request's
+    context_seq is not what the worker knew, so it reads the conversation."""
+    nc, js = nats
+    conv = new_id("conv")
+    store = EventStore(nc, js)
+    await store.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
+    reader = CountingReader(MemoryViews(), 1.0, History(store))
+    provider = Recording()
+    model_worker = ModelWorker(nc, js, store, reader, OneProvider(provider))
+    _, msg = await request_turn(store, js, conv, "turn 0")
+    await model_worker.handle(msg)
+    head = await store.head(conv)
+    assert head is not None
+    await store.append(
+        [MetadataReplaced(conversation_id=conv, metadata={"k": "v"})], head.seq, head.hash
+    )
+    _, msg = await request_turn(store, js, conv, "turn 1")
+    await model_worker.handle(msg)
+    assert reader.reads == 2
+    assert len(provider.calls[1].items) == 3

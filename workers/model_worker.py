@@ -46,11 +46,12 @@ from events.store import TENANT_HEADER, ConcurrencyConflict, EventStore, Head
 from events.subjects import conversation_subject
 from projections.reader import ViewReader
 from projections.responses import apply_response
-from projections.views import ResponseView
+from projections.views import ConversationView, ResponseView
 from workers.context import ContextError, build_context
 from workers.output import OutputBuilder
 from workers.providers.base import ModelCall, ProviderError
 from workers.providers.registry import Registry
+from workers.thread_memory import ThreadMemory
 
 log = logging.getLogger("convstore.worker")
 
@@ -86,6 +87,11 @@ class Claim:
     seq: int  # log position of the claim
     call: "asyncio.Task[None]"  # the model call, started while the claim was appended
     builder: OutputBuilder  # the call's output, on the response's stream
+    event: ResponseInProgress
+    # The conversation and its items as read for the claim, when every event on the thread
+    # between them and the claim is known: none, or the request (see ThreadMemory).
+    before: tuple[ConversationView, list[dict[str, Any]], list[EventBase]] | None = None
+    outcome_seq: int | None = None  # the outcome's first event, when appended on the claim
 
 
 def _folded(view: ResponseView, events: list[tuple[EventBase, int]]) -> ResponseView:
@@ -128,6 +134,7 @@ class ModelWorker:
         self.registry = registry
         self.name = name or worker_name()
         self.ack_wait = ack_wait
+        self.memory = ThreadMemory()
 
     async def handle(self, msg: Msg) -> None:
         """One delivery of a ResponseRequested event."""
@@ -231,11 +238,7 @@ class ModelWorker:
             while True:
                 tasks: list[asyncio.Task[Any]] = []
                 if request.conversation_id != request.response_id:
-                    # As of the request's context at least (the fast path's head is the request).
-                    conversation = self.reader.conversation_with_items(
-                        request.conversation_id, request.context_seq
-                    )
-                    tasks.append(asyncio.create_task(conversation))
+                    tasks.append(asyncio.ensure_future(self._conversation(request)))
                 try:
                     claim = await self._try_claim(request, tasks, spec, delivered)
                     delivered = None  # a decision after a lost claim reads the head
@@ -249,6 +252,19 @@ class ModelWorker:
         finally:
             for kept in spec:  # a call no claim took (NotYet, Done, an error)
                 await kept.drop()
+
+    async def _conversation(
+        self, request: ResponseRequested
+    ) -> tuple[ConversationView, list[dict[str, Any]]]:
+        """The conversation and its items as of the request's context at least (the fast
+        path's head is the request): remembered from this worker's last response on it,
+        or read."""
+        known = self.memory.get(request.conversation_id, request.context_seq)
+        if known is not None:
+            return known
+        return await self.reader.conversation_with_items(
+            request.conversation_id, request.context_seq
+        )
 
     async def _try_claim(
         self,
@@ -269,8 +285,11 @@ class ModelWorker:
             last = await response_stream.last_event(self.js, view.id)
         next_seq = (last or {}).get("sequence_number", -1) + 1
         items: list[dict[str, Any]] | None = None
+        before: tuple[ConversationView, list[dict[str, Any]], list[EventBase]] | None = None
         if tasks:  # on a conversation
             conv, items = await tasks[0]
+            if head.seq == request.seq and conv.last_seq in (request.context_seq, request.seq):
+                before = (conv, items, [request] if conv.last_seq < request.seq else [])
             if conv.deleted:
                 await self._fail(
                     request, "conversation_deleted", "The conversation was deleted.", next_seq
@@ -334,7 +353,8 @@ class ModelWorker:
             raise Done
         spec.clear()  # the claim's call now
         await kept.writer.release()
-        return Claim(_folded(view, [(claim, seq)]), claim.attempt, seq, kept.call, kept.builder)
+        folded = _folded(view, [(claim, seq)])
+        return Claim(folded, claim.attempt, seq, kept.call, kept.builder, claim, before)
 
     async def _run(
         self, request: ResponseRequested, claim: Claim, cancelled: asyncio.Event
@@ -433,10 +453,24 @@ class ModelWorker:
                 ItemAdded(conversation_id=thread, item=item, response_id=rid, actor=done.actor)
                 for item in [*request.input, *output]
             ]
-        view = await self._finish(request, claim.attempt, [*events, done], claim)
+        outcome: list[EventBase] = [*events, done]
+        view = await self._finish(request, claim.attempt, outcome, claim)
         if view is not None:
             kind = "response.incomplete" if incomplete else "response.completed"
             await builder.writer.emit(kind, response=view.public())
+        if view is not None and claim.before is not None and claim.outcome_seq is not None:
+            # Every event on the thread since `before` is known: remember the result.
+            first = claim.outcome_seq
+            conv, items, known = claim.before
+            await self.memory.remember(
+                conv,
+                items,
+                [
+                    *known,
+                    claim.event.model_copy(update={"seq": claim.seq}),
+                    *(e.model_copy(update={"seq": first + n}) for n, e in enumerate(outcome)),
+                ],
+            )
 
     async def _finish(
         self,
@@ -460,6 +494,7 @@ class ModelWorker:
                 pass  # the thread moved on: decide on its head
             else:
                 first = seq - len(events) + 1
+                claim.outcome_seq = first
                 return _folded(claim.view, [(e, first + n) for n, e in enumerate(events)])
         while True:
             head = await self.store.head(request.conversation_id)

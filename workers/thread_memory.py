@@ -1,0 +1,65 @@
+"""What a model worker knows of a conversation right after it finished a response on it.
+
+A conversation's next turn usually comes straight after the last one's outcome, and the
+model worker that appended that outcome knew the whole conversation then: the view and
+items it read for the claim, and every event on the thread since (the request, its claim
+and its outcome, when each was appended on the head the one before left). Folding those
+with the projection's own fold gives the conversation as of the outcome, so a request
+accepted on exactly that head (its `context_seq`) needs no read of the views, which the
+projector may not even have written yet. Anything else on the thread in between changes
+the head and the request's `context_seq`, and the views are read as before.
+"""
+
+from collections import OrderedDict
+from typing import Any
+
+from events.schema import EventBase
+from projections.fold import Folder
+from projections.store import MemoryViews
+from projections.views import ConversationView, conversation_key, item_key
+
+SIZE = 256  # conversations remembered per worker process
+
+
+class ThreadMemory:
+    """The last few conversations this worker finished a response on, each as of the
+    log position of that response's outcome."""
+
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size
+        self._known: OrderedDict[str, tuple[ConversationView, list[dict[str, Any]]]] = OrderedDict()
+
+    def get(
+        self, conversation_id: str, seq: int
+    ) -> tuple[ConversationView, list[dict[str, Any]]] | None:
+        """The conversation and its live items as of log position `seq` exactly, if known."""
+        known = self._known.pop(conversation_id, None)  # used once: the next turn moves it
+        if known is None or known[0].last_seq != seq:
+            return None
+        return known
+
+    def forget(self, conversation_id: str) -> None:
+        self._known.pop(conversation_id, None)
+
+    async def remember(
+        self,
+        conv: ConversationView,
+        items: list[dict[str, Any]],
+        events: list[EventBase],
+    ) -> None:
+        """`conv` and `items` as they were just before `events` (with their `seq`), which
+        are every event on the thread after `conv.last_seq`."""
+        views = MemoryViews()
+        views.data[conversation_key(conv.id)] = conv.model_dump()
+        await Folder(views, cache_size=0).fold(list(events))  # type: ignore[arg-type]
+        raw = views.data.get(conversation_key(conv.id))
+        if raw is None:
+            return
+        after = ConversationView(**raw)
+        if after.deleted or after.last_seq != events[-1].seq:
+            return
+        keys = (item_key(conv.id, pos) for pos in range(conv.next_item_pos, after.next_item_pos))
+        added = [views.data[key] for key in keys if key in views.data]
+        self._known[conv.id] = (after, [*items, *added])
+        while len(self._known) > self.size:
+            self._known.popitem(last=False)
