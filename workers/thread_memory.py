@@ -10,6 +10,7 @@ projector may not even have written yet. Anything else on the thread in between 
 the head and the request's `context_seq`, and the views are read as before.
 """
 
+import json
 from collections import OrderedDict
 from typing import Any
 
@@ -19,27 +20,31 @@ from projections.store import MemoryViews
 from projections.views import ConversationView, conversation_key, item_key
 
 SIZE = 256  # conversations remembered per worker process
+BUDGET = 32 * 1024 * 1024  # bytes of items (as JSON) remembered per worker process
+
+Known = tuple[ConversationView, list[dict[str, Any]]]
 
 
 class ThreadMemory:
     """The last few conversations this worker finished a response on, each as of the
-    log position of that response's outcome."""
+    log position of that response's outcome, within SIZE conversations and BUDGET bytes."""
 
-    def __init__(self, size: int = SIZE) -> None:
+    def __init__(self, size: int = SIZE, budget: int = BUDGET) -> None:
         self.size = size
-        self._known: OrderedDict[str, tuple[ConversationView, list[dict[str, Any]]]] = OrderedDict()
+        self.budget = budget
+        self.bytes = 0
+        # conversation id -> (the view, its live items, their size as JSON)
+        self._known: OrderedDict[str, tuple[ConversationView, list[dict[str, Any]], int]] = (
+            OrderedDict()
+        )
 
-    def get(
-        self, conversation_id: str, seq: int
-    ) -> tuple[ConversationView, list[dict[str, Any]]] | None:
+    def get(self, conversation_id: str, seq: int) -> Known | None:
         """The conversation and its live items as of log position `seq` exactly, if known."""
         known = self._known.pop(conversation_id, None)  # used once: the next turn moves it
-        if known is None or known[0].last_seq != seq:
+        if known is None:
             return None
-        return known
-
-    def forget(self, conversation_id: str) -> None:
-        self._known.pop(conversation_id, None)
+        self.bytes -= known[2]
+        return (known[0], known[1]) if known[0].last_seq == seq else None
 
     async def remember(
         self,
@@ -49,6 +54,9 @@ class ThreadMemory:
     ) -> None:
         """`conv` and `items` as they were just before `events` (with their `seq`), which
         are every event on the thread after `conv.last_seq`."""
+        old = self._known.pop(conv.id, None)
+        if old is not None:
+            self.bytes -= old[2]
         views = MemoryViews()
         views.data[conversation_key(conv.id)] = conv.model_dump()
         await Folder(views, cache_size=0).fold(list(events))  # type: ignore[arg-type]
@@ -59,7 +67,12 @@ class ThreadMemory:
         if after.deleted or after.last_seq != events[-1].seq:
             return
         keys = (item_key(conv.id, pos) for pos in range(conv.next_item_pos, after.next_item_pos))
-        added = [views.data[key] for key in keys if key in views.data]
-        self._known[conv.id] = (after, [*items, *added])
-        while len(self._known) > self.size:
-            self._known.popitem(last=False)
+        items = [*items, *(views.data[key] for key in keys if key in views.data)]
+        size = len(json.dumps(items, separators=(",", ":")))
+        if size > self.budget // 4:
+            return  # a huge conversation is read each turn rather than held
+        self._known[conv.id] = (after, items, size)
+        self.bytes += size
+        while len(self._known) > self.size or self.bytes > self.budget:
+            _, (_, _, dropped) = self._known.popitem(last=False)
+            self.bytes -= dropped
