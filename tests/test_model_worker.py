@@ -126,22 +126,55 @@ async def nats(fresh_nats: str) -> AsyncIterator[Any]:
     await nc.close()
 
 
-async def deliver(nc: Any, js: Any, store: EventStore) -> tuple[str, Any, Any]:
-    """A new response on a thread of its own, as delivered to a worker, and a core NATS
-    subscription to its streaming events (made before anything could be published)."""
-    rid = new_response_id(None)
+async def deliver(
+    nc: Any, js: Any, store: EventStore, conv: str | None = None, text: str = "hi"
+) -> tuple[str, Any, Any]:
+    """A new response (on `conv`'s head, or on a thread of its own), as delivered to a
+    worker, and a core NATS subscription to its streaming events (made before anything
+    could be published)."""
+    rid = new_response_id(conv)
+    head = await store.head(conv) if conv else None
     request = ResponseRequested(
-        conversation_id=rid,
+        conversation_id=conv or rid,
         response_id=rid,
         created_at=int(time.time()),
         model="m",
-        input=[{"type": "message", "role": "user", "content": "hi"}],
+        input=[  # normalised, as the API stores it
+            {
+                "id": new_id("msg"),
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_text", "text": text}],
+            }
+        ],
+        context_seq=head.seq if head else 0,
     )
     events = await nc.subscribe(response_stream_subject(rid))
-    await store.append([request], expected_last_seq=0)
-    sub = await js.pull_subscribe(conversation_filter(rid), stream=STREAM_NAME)
+    if head is None:
+        seq = await store.append([request], expected_last_seq=0)
+    else:
+        seq = await store.append([request], head.seq, head.hash, head.tenant)
+    sub = await js.pull_subscribe(
+        conversation_filter(conv or rid),
+        stream=STREAM_NAME,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq),
+    )
     [msg] = await sub.fetch(1, timeout=5)
     return rid, msg, events
+
+
+async def until_completed(events: Any) -> list[dict[str, Any]]:
+    received = [json.loads((await events.next_msg(timeout=5)).data)]
+    while received[-1]["type"] != "response.completed":
+        received.append(json.loads((await events.next_msg(timeout=5)).data))
+    return received
+
+
+async def new_conversation(store: EventStore) -> str:
+    conv = new_id("conv")
+    await store.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
+    return conv
 
 
 def worker(nc: Any, js: Any, store: EventStore, provider: Recording) -> ModelWorker:
@@ -156,10 +189,8 @@ async def test_the_call_overlaps_the_claim_and_waits_for_it_to_publish(nats):
     provider = Recording()
     rid, msg, events = await deliver(nc, js, store)
     await worker(nc, js, store, provider).handle(msg)
-    first = json.loads((await events.next_msg(timeout=5)).data)
-    received = [first]
-    while received[-1]["type"] != "response.completed":
-        received.append(json.loads((await events.next_msg(timeout=5)).data))
+    received = await until_completed(events)
+    first = received[0]
     assert provider.called_at is not None and store.claimed_at is not None
     assert provider.called_at < store.claimed_at  # called while the claim was appended
     assert first["type"] == "response.created" and first["sequence_number"] == 0
@@ -197,32 +228,13 @@ async def test_a_claim_lost_to_an_unrelated_append_keeps_its_call(nats):
     decided again on the new head, and the model call already running serves it; the
     upstream is asked once (a second ask costs a user money and time)."""
     nc, js = nats
-    conv = new_id("conv")
     store = ClaimFault(nc, js, delay=0.1)
+    conv = await new_conversation(store)
     store.interleave = MetadataReplaced(conversation_id=conv, metadata={"k": "v"})
-    created = await store.append(
-        [ConversationCreated(conversation_id=conv, created_at=int(time.time()))], 0
-    )
-    head = await store.head(conv)
-    assert head is not None
-    rid = new_response_id(conv)
-    request = ResponseRequested(
-        conversation_id=conv,
-        response_id=rid,
-        created_at=int(time.time()),
-        model="m",
-        input=[{"type": "message", "role": "user", "content": "hi"}],
-        context_seq=created,
-    )
-    events = await nc.subscribe(response_stream_subject(rid))
-    await store.append([request], head.seq, head.hash, head.tenant)
-    sub = await js.pull_subscribe(conversation_filter(conv), stream=STREAM_NAME)
-    msgs = await sub.fetch(2, timeout=5)
+    _, msg, events = await deliver(nc, js, store, conv)
     provider = Recording()
-    await worker(nc, js, store, provider).handle(msgs[-1])
-    received = [json.loads((await events.next_msg(timeout=5)).data)]
-    while received[-1]["type"] != "response.completed":
-        received.append(json.loads((await events.next_msg(timeout=5)).data))
+    await worker(nc, js, store, provider).handle(msg)
+    received = await until_completed(events)
     assert store.claims == 2  # the first claim lost, the second won
     assert len(provider.calls) == 1
     assert [e["sequence_number"] for e in received] == list(range(len(received)))
@@ -250,35 +262,13 @@ class CountingReader(ViewReader):
         return await super().conversation_with_items(conversation_id, min_seq)
 
 
-async def request_turn(store: EventStore, js: Any, conv: str, text: str) -> tuple[str, Any]:
-    """A response requested on the conversation's head, as delivered to a worker."""
-    head = await store.head(conv)
-    assert head is not None
-    rid = new_response_id(conv)
-    request = ResponseRequested(
-        conversation_id=conv,
-        response_id=rid,
-        created_at=int(time.time()),
-        model="m",
-        input=[  # normalised, as the API stores it
-            {
-                "id": new_id("msg"),
-                "type": "message",
-                "role": "user",
-                "status": "completed",
-                "content": [{"type": "input_text", "text": text}],
-            }
-        ],
-        context_seq=head.seq,
-    )
-    seq = await store.append([request], head.seq, head.hash, head.tenant)
-    sub = await js.pull_subscribe(
-        conversation_filter(conv),
-        stream=STREAM_NAME,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq),
-    )
-    [msg] = await sub.fetch(1, timeout=5)
-    return rid, msg
+async def counted_setup(nc: Any, js: Any) -> Any:
+    """A conversation, and a worker whose reads of it are counted."""
+    store = EventStore(nc, js)
+    conv = await new_conversation(store)
+    reader = CountingReader(MemoryViews(), 1.0, History(store))
+    provider = Recording()
+    return store, conv, reader, provider, ModelWorker(nc, js, store, reader, OneProvider(provider))
 
 
 async def test_the_next_turn_uses_what_the_worker_knows_of_the_conversation(nats):
@@ -286,14 +276,9 @@ async def test_the_next_turn_uses_what_the_worker_knows_of_the_conversation(nats
     finished turn 1 builds its context without reading the views, and what it knew
     equals the conversation folded from the log."""
     nc, js = nats
-    conv = new_id("conv")
-    store = EventStore(nc, js)
-    await store.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
-    reader = CountingReader(MemoryViews(), 1.0, History(store))
-    provider = Recording()
-    model_worker = ModelWorker(nc, js, store, reader, OneProvider(provider))
+    store, conv, reader, provider, model_worker = await counted_setup(nc, js)
     for n in range(3):
-        _, msg = await request_turn(store, js, conv, f"turn {n}")
+        _, msg, _ = await deliver(nc, js, store, conv, f"turn {n}")
         await model_worker.handle(msg)
     assert reader.reads == 1  # turn 0 only
     texts = [str(item["content"]) for item in provider.calls[2].items]
@@ -311,20 +296,15 @@ async def test_a_turn_after_another_change_reads_the_views(nats):
     """Something else on the thread after the outcome (metadata here): the request's
     context_seq is not what the worker knew, so it reads the conversation."""
     nc, js = nats
-    conv = new_id("conv")
-    store = EventStore(nc, js)
-    await store.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
-    reader = CountingReader(MemoryViews(), 1.0, History(store))
-    provider = Recording()
-    model_worker = ModelWorker(nc, js, store, reader, OneProvider(provider))
-    _, msg = await request_turn(store, js, conv, "turn 0")
+    store, conv, reader, provider, model_worker = await counted_setup(nc, js)
+    _, msg, _ = await deliver(nc, js, store, conv, "turn 0")
     await model_worker.handle(msg)
     head = await store.head(conv)
     assert head is not None
     await store.append(
         [MetadataReplaced(conversation_id=conv, metadata={"k": "v"})], head.seq, head.hash
     )
-    _, msg = await request_turn(store, js, conv, "turn 1")
+    _, msg, _ = await deliver(nc, js, store, conv, "turn 1")
     await model_worker.handle(msg)
     assert reader.reads == 2
     assert len(provider.calls[1].items) == 3
