@@ -127,7 +127,12 @@ async def nats(fresh_nats: str) -> AsyncIterator[Any]:
 
 
 async def deliver(
-    nc: Any, js: Any, store: EventStore, conv: str | None = None, text: str = "hi"
+    nc: Any,
+    js: Any,
+    store: EventStore,
+    conv: str | None = None,
+    text: str = "hi",
+    previous: str | None = None,
 ) -> tuple[str, Any, Any]:
     """A new response (on `conv`'s head, or on a thread of its own), as delivered to a
     worker, and a core NATS subscription to its streaming events (made before anything
@@ -149,6 +154,7 @@ async def deliver(
             }
         ],
         context_seq=head.seq if head else 0,
+        previous_response_id=previous,
     )
     events = await nc.subscribe(response_stream_subject(rid))
     if head is None:
@@ -308,3 +314,20 @@ async def test_a_turn_after_another_change_reads_the_views(nats):
     await model_worker.handle(msg)
     assert reader.reads == 2
     assert len(provider.calls[1].items) == 3
+
+
+async def test_a_previous_response_is_read_as_of_its_thread_head(nats):
+    """The previous response finished a moment ago and the views do not have it yet (here:
+    none at all): the worker folds its thread from the log instead of failing the request
+    with "previous response not found"."""
+    nc, js = nats
+    store = EventStore(nc, js)
+    provider = Recording()
+    model_worker = worker(nc, js, store, provider)  # its views stay empty
+    first, msg, _ = await deliver(nc, js, store, text="Hi, I am Ada.")
+    await model_worker.handle(msg)
+    _, msg, events = await deliver(nc, js, store, text="and then?", previous=first)
+    await model_worker.handle(msg)
+    assert (await until_completed(events))[-1]["response"]["status"] == "completed"
+    texts = [str(item["content"]) for item in provider.calls[1].items]
+    assert len(texts) == 3 and "Ada" in texts[0] and "hello" in texts[1] and "then" in texts[2]

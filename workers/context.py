@@ -5,6 +5,7 @@ carry them over from a previous response)."""
 from typing import Any
 
 from events.history import History
+from events.ids import response_thread
 from events.store import EventStore
 from projections.point_in_time import reader_as_of
 from projections.reader import ViewReader
@@ -40,10 +41,15 @@ async def previous_chain(
     turns: list[list[dict[str, Any]]] = []
     next_id: str | None = previous_id
     while next_id and len(turns) < MAX_CHAIN:
-        view = await reader.response(next_id)
+        # As of its thread's head (read-your-writes): the API checked that it finished, a
+        # moment ago maybe, and the projector may not have folded that yet.
+        head = await store.head(response_thread(next_id))
+        view, at = None, reader
+        if head is not None:
+            view, at = await reader.response_caught_up(next_id, head.seq)
         if view is None:
             raise ContextError(f"Previous response with id '{next_id}' not found.")
-        turns.append(await _turn(reader, store, view))
+        turns.append(await _turn(at, store, view))
         next_id = None if view.conversation_id else view.previous_response_id
     return [item for turn in reversed(turns) for item in turn]
 
