@@ -218,7 +218,7 @@ class Folder:
 
 
 def _kind(key: str) -> str:
-    """Which phase writes `key`: item data and refs and response inputs (data), response
+    """Where `key` goes in the ordered write: item data and refs and response inputs (data), response
     views, conversation views (commit), index counters and the checkpoint (last)."""
     if key.startswith("conv."):
         return "commit" if key.count(".") == 1 else "data"
