@@ -218,8 +218,9 @@ class Folder:
 
 
 def _kind(key: str) -> str:
-    """Where `key` goes in the ordered write: item data and refs and response inputs (data), response
-    views, conversation views (commit), index counters and the checkpoint (last)."""
+    """Where `key` goes in the ordered write: item data and refs and response inputs
+    (data), response views, conversation views (commit), index counters and the
+    checkpoint (last)."""
     if key.startswith("conv."):
         return "commit" if key.count(".") == 1 else "data"
     if key.startswith("resp."):
