@@ -52,8 +52,22 @@ def _rows(mode: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         )
         rows.append(("", "p50 / p99", _ms(many["latency"]), _ms(con.get("latency")), ""))
         procs = f"{many['processes']} proc, CPU {many['client_cpu']}"
+        if many.get("client") == "wrk":
+            procs = f"wrk, CPU {many['client_cpu_max']}"
         base_procs = f"{con.get('processes')} proc, CPU {con.get('client_cpu')}" if con else "-"
         rows.append(("", "load client", procs, base_procs, ""))
+        other = many.get("other_client")
+        if other:
+            name = "wrk" if other.get("client") == "wrk" else "Python client"
+            rows.append(
+                (
+                    "",
+                    f"with the {name}",
+                    f"{_n(other['per_second'])} req/s",
+                    "",
+                    _x(_ratio(other["per_second"], con.get("per_second"))),
+                )
+            )
         floor = w["append"].get("http_floor")
         if floor:
             lat, rate = floor["one_at_a_time"]["latency"], floor["in_flight"]["per_second"]
