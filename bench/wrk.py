@@ -19,17 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 SCRIPT = """
-local ids = {%(ids)s}
+local paths = {%(paths)s}
 local n = 0
 function setup(thread)
   n = n + 1
-  thread:set("conv", ids[n])
-end
-function init(args)
-  path = "%(prefix)s/conversations/" .. conv .. "/items"
+  thread:set("path", paths[n])
 end
 function request()
-  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, [[%(body)s]])
+  return wrk.format("%(method)s", path, {["Content-Type"] = "application/json"}, %(body)s)
 end
 function done(summary, latency, requests)
   local cdf = {}
@@ -55,15 +52,24 @@ def _children_cpu() -> float:
 async def append_in_flight(
     base_url: str, conversations: list[str], item: dict[str, Any], seconds: float
 ) -> dict[str, Any]:
-    """Figures shaped like `load.measure`'s, with `client: "wrk"`."""
-    parts = urlsplit(base_url)
-    body = json.dumps({"items": [item]}, separators=(",", ":"))
+    """POST the item to each conversation, one connection each."""
+    prefix = urlsplit(base_url).path.rstrip("/")
+    paths = [f"{prefix}/conversations/{c}/items" for c in conversations]
+    return await in_flight(base_url, paths, {"items": [item]}, seconds)
+
+
+async def in_flight(
+    url: str, paths: list[str], body: dict[str, Any] | None, seconds: float
+) -> dict[str, Any]:
+    """One connection and thread per path (POST `body`, or GET without one), closed loop
+    for `seconds`: figures shaped like `load.measure`'s, with `client: "wrk"`."""
+    parts = urlsplit(url)
     script = SCRIPT % {
-        "ids": ",".join(f'"{c}"' for c in conversations),
-        "prefix": parts.path.rstrip("/"),
-        "body": body,
+        "paths": ",".join(f'"{p}"' for p in paths),
+        "method": "GET" if body is None else "POST",
+        "body": "nil" if body is None else f"[[{json.dumps(body, separators=(',', ':'))}]]",
     }
-    n = len(conversations)
+    n = len(paths)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "append.lua"
         path.write_text(script)
