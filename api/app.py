@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from api import errors, openapi
 from api.auth import Authenticate
+from api.fast_lane import FastLane
 from api.idempotency import Idempotency, open_store
 from api.keys import KeyRing
 from api.limits import BodyLimit, Limits
@@ -82,7 +83,9 @@ def create_app(
     )
     errors.install(app)
     openapi.install(app)
-    # Outermost last: authenticate (401/429), bound the body (413), then idempotency.
+    # Outermost last: authenticate (401/429), bound the body (413), then idempotency,
+    # then the hot routes' fast lane.
+    app.add_middleware(FastLane)
     app.add_middleware(Idempotency)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     limiter = RateLimiter(limits.rate_limit_rps, limits.rate_limit_burst)

@@ -32,6 +32,7 @@ from bench.server import (
     nats_server_version,
     snapshot_code,
 )
+from convstore.loop import run_loop
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -177,7 +178,7 @@ def run(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     try:
-        results = asyncio.run(main(args))
+        results = run_loop(main(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted: servers stopped, nothing written")
         return 130

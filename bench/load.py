@@ -20,6 +20,7 @@ import httpx
 import nats
 
 from bench.http import create_conversation, stream_response
+from convstore.loop import run_loop
 
 SATURATED = 0.8  # client CPU seconds per wall second above which the client is suspect
 SAMPLES = ("latencies", "first_deltas")  # raw samples: summarised by the caller, not kept
@@ -191,7 +192,7 @@ KINDS: dict[str, Callable[[dict[str, Any], float, float], Awaitable[Run]]] = {
 
 
 def _child(kind: str, params: dict[str, Any], seconds: float, start_at: float) -> Run:
-    return asyncio.run(KINDS[kind](params, seconds, start_at))
+    return run_loop(KINDS[kind](params, seconds, start_at))
 
 
 def split(params: dict[str, Any], procs: int, n: int) -> dict[str, Any]:

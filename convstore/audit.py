@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from tqdm import tqdm
 
+from convstore.loop import run_loop
 from convstore.settings import Settings
 from events.chain import Break, ChainVerifier
 from events.connection import connect
@@ -561,7 +562,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     try:
-        return asyncio.run(_run(settings, args))
+        return run_loop(_run(settings, args))
     except Failed as exc:
         print(_safe(f"convstore {args.command}: {exc}"), file=sys.stderr)
         return exc.code

@@ -19,6 +19,7 @@ from api.app import create_app
 from convstore import audit, keys_command
 from convstore.children import Child
 from convstore.embedded_nats import EmbeddedNats
+from convstore.loop import run_loop
 from convstore.maintenance import run_purge, run_rebuild
 from convstore.settings import Settings
 from events.asyncapi import asyncapi_json
@@ -187,6 +188,7 @@ async def _serve_http(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
@@ -327,5 +329,5 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.command == "purge":
         flags = {k: v for k, v in vars(args).items() if k in ("conversation_id", "reason")}
-        raise SystemExit(asyncio.run(run_purge(settings, **flags)))
-    asyncio.run(_until_signal(runs[args.command]))
+        raise SystemExit(run_loop(run_purge(settings, **flags)))
+    run_loop(_until_signal(runs[args.command]))

@@ -106,7 +106,10 @@ class ViewReader:
         return conv, await reader.all_items(conv)
 
     async def caught_up(
-        self, conversation_id: str, min_seq: int | Awaitable[int]
+        self,
+        conversation_id: str,
+        min_seq: int | Awaitable[int],
+        also: dict[str, Any] | None = None,
     ) -> tuple[ConversationView, "ViewReader"]:
         """The conversation as of log position `min_seq` or later, and a reader of its
         views at that point: the stored views when they have it; else, when at most
@@ -116,20 +119,33 @@ class ViewReader:
         returned reader (the tenant's index) may be stale: it serves this one only.
 
         `min_seq` may be an awaitable (the head read in flight): the stored view is
-        read meanwhile, so the two requests cost one round trip of waiting, not two."""
+        read meanwhile, so the two requests cost one round trip of waiting, not two.
+
+        `also`: keys of this conversation the caller will read next (a page's cursor),
+        read in the same point-in-time request as the view; their values are filled in
+        when the stored view is the answer, and the keys are removed otherwise (the
+        returned reader must then be asked)."""
         if self._pin:
             self._pin()  # before the task below, which inherits this context
         key = conversation_key(conversation_id)
-        stored = asyncio.ensure_future(self.views.get(key))
+        extra = list(also or ())
+        stored = asyncio.ensure_future(
+            self.views.get_many([key, *extra]) if extra else self.views.get(key)
+        )
         if not isinstance(min_seq, int):
             try:
                 min_seq = await min_seq
             except BaseException:
                 stored.cancel()
                 raise
-        raw = await stored
+        raws = await stored
+        raw = raws[0] if extra else raws
         view = ConversationView(**raw) if raw else None
+        if also is not None:
+            also.clear()
         if view is not None and view.last_seq >= min_seq:
+            if also is not None:
+                also.update(zip(extra, raws[1:], strict=True))
             return view, self
         prefetch = [index_key(view.tenant)] if view else []
         reader = await self._fold_tail(conversation_id, key, raw, prefetch, min_seq)
@@ -246,11 +262,21 @@ class ViewReader:
         return await self.views.get(item_key(conversation_id, int(ref["pos"])))
 
     async def items(
-        self, conv: ConversationView, after: str | None, limit: int, order: Order
+        self,
+        conv: ConversationView,
+        after: str | None,
+        limit: int,
+        order: Order,
+        known: dict[str, Any] | None = None,
     ) -> Page:
-        start = await self._start(
-            after, order, conv.next_item_pos, lambda a: self._item_pos(conv.id, a)
-        )
+        """`known`: values already read of this reader's views (see `caught_up`)."""
+
+        async def locate(item_id: str) -> int | None:
+            key = ref_key(conv.id, item_id)
+            raw = known[key] if known and key in known else await self.views.get(key)
+            return ItemRef(**raw).pos if raw else None
+
+        start = await self._start(after, order, conv.next_item_pos, locate)
         rows = await self._walk(
             start, order, conv.next_item_pos, limit, lambda pos: item_key(conv.id, pos)
         )
@@ -274,10 +300,6 @@ class ViewReader:
         )
         live = [ConversationView(**v).public() for v in views if v and not v.get("deleted")]
         return Page(live[:limit], len(live) > limit)
-
-    async def _item_pos(self, conversation_id: str, item_id: str) -> int | None:
-        raw = await self.views.get(ref_key(conversation_id, item_id))
-        return ItemRef(**raw).pos if raw else None
 
     @staticmethod
     async def _start(

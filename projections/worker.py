@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from events.connection import connect
+from events.connection import connect, fast_headers
 from events.history import History
 from events.schema import Event, Unrecognized, decode_lenient
 from events.store import EventStore, ensure_stream
@@ -235,6 +235,7 @@ async def _lead(
         register_projector(broker, projector, generation.durable)
         flusher = asyncio.create_task(projector.run())
         try:
+            fast_headers(await broker.connect())
             await broker.start()
             log.info("projecting into %s from consumer %r", generation.bucket, generation.durable)
             await _until_stop_flip_or_lost(stop, meta, generation, kept)

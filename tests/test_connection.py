@@ -1,8 +1,10 @@
+import random
 import time
 
 import pytest
+from nats.aio.client import Client as NATS
 
-from events.connection import connect
+from events.connection import connect, parse_header_lines
 
 
 async def test_connect_gives_up_after_its_timeout():
@@ -10,3 +12,55 @@ async def test_connect_gives_up_after_its_timeout():
     with pytest.raises(ConnectionError):
         await connect(["nats://127.0.0.1:1"], "test", timeout=1.5)
     assert time.monotonic() - began < 5
+
+
+def _header_blocks() -> list[bytes]:
+    """Header blocks as nats-server sends them, and malformed ones."""
+    rng = random.Random(7)
+    alphabet = [
+        b"a",
+        b"Z",
+        b"-",
+        b":",
+        b" ",
+        b"\t",
+        b"\x0b",
+        b"\x1c",
+        b"\x1f",
+        b"\xc3\xa9",
+        b"\xff",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"0",
+        b"_",
+    ]
+    blocks = [
+        b"Nats-Stream: KV_x\r\nNats-Subject: $KV.x.k\r\nNats-Sequence: 12\r\n\r\n",
+        b"KV-Operation:DEL\r\nNats-Msg-Id:\t id-1 \r\n",
+        b"Bad Name: v\r\n:empty name\r\nno colon\r\n\x1cFS: kept\r\nA\x1cB: dropped\r\n",
+        b"Caf\xc3\xa9: non-ascii name\r\nValue: caf\xc3\xa9 \xff\r\n",
+        b"",
+        b"\r\n\r\n",
+    ]
+    for _ in range(3000):
+        blocks.append(b"".join(rng.choice(alphabet) for _ in range(rng.randrange(40))))
+    return blocks
+
+
+def test_fast_header_parsing_matches_nats_py():
+    original = NATS._parse_header_lines
+    for raw in _header_blocks():
+        assert parse_header_lines(raw) == original(raw), raw
+
+
+async def test_our_connections_parse_headers_fast(nats_url):
+    nc = await connect([nats_url], "test")
+    try:
+        assert nc._parse_header_lines is parse_header_lines
+        sub = await nc.subscribe("hdr.test")
+        await nc.publish("hdr.test", b"x", headers={"Nats-Msg-Id": "abc", "K": "v w"})
+        msg = await sub.next_msg(timeout=2)
+        assert msg.headers == {"Nats-Msg-Id": "abc", "K": "v w"}
+    finally:
+        await nc.close()

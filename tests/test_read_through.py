@@ -58,6 +58,9 @@ def test_reads_right_after_writes_need_no_projector(lone_api: str) -> None:
     assert client.conversations.retrieve(conv.id).metadata == {"k": "w"}
     page = client.conversations.items.list(conv.id, order="asc")
     assert [i.content[0].text for i in page.data] == ["m0", "m1", "m3"]
+    # the cursor's position comes from the folded tail too, not from the (empty) views
+    rest = client.conversations.items.list(conv.id, order="asc", after=page.data[0].id)
+    assert [i.content[0].text for i in rest.data] == ["m1", "m3"]
     assert client.conversations.items.retrieve(added.data[1].id, conversation_id=conv.id).id
     with pytest.raises(openai.NotFoundError):
         client.conversations.items.retrieve(added.data[0].id, conversation_id=conv.id)

@@ -14,7 +14,7 @@ from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.message import NatsMessage
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from events.connection import connect
+from events.connection import connect, fast_headers
 from events.history import History
 from events.response_stream import ensure_response_stream
 from events.store import EventStore, ensure_stream
@@ -86,6 +86,7 @@ async def run_model_worker(
         apply_types=False,
     )
     register_worker(broker, worker, concurrency)
+    fast_headers(await broker.connect())
     await broker.start()
     log.info("model worker %s taking responses (%d at a time)", worker.name, concurrency)
     try:

@@ -45,13 +45,20 @@ async def _head_seq(svc: Services, caller: Principal, conversation_id: str) -> i
 
 
 async def conversation_reader(
-    svc: Svc, caller: Principal, conversation_id: str, as_of: str | None
+    svc: Svc,
+    caller: Principal,
+    conversation_id: str,
+    as_of: str | None,
+    also: dict[str, Any] | None = None,
 ) -> tuple[ConversationView, ViewReader]:
     """The live view (read-your-writes), or the view as of a log position or time; either
-    only of a conversation of the caller's tenant."""
+    only of a conversation of the caller's tenant. `also`: see `ViewReader.caught_up`."""
     point = validation.as_of(as_of)
     if point is None:
-        return await svc.reader.caught_up(conversation_id, _head_seq(svc, caller, conversation_id))
+        head = _head_seq(svc, caller, conversation_id)
+        return await svc.reader.caught_up(conversation_id, head, also)
+    if also is not None:
+        also.clear()
     reader = await reader_as_of(History(svc.store), conversation_id, seq=point[0], time=point[1])
     view = await reader.conversation(conversation_id)
     if view is None or view.deleted:

@@ -15,6 +15,7 @@ from events import commands
 from events.schema import EventBase, ItemAdded, ItemDeleted
 from events.store import Head
 from projections.reader import CursorNotFound
+from projections.views import ref_key
 
 router = APIRouter(prefix="/v1/conversations/{conversation_id}/items", tags=["items"])
 
@@ -57,9 +58,11 @@ async def list_items(
     limit, order_ = validation.page(limit, order)
     after = validation.cursor(after)
     validation.include(include_param(request))
-    view, reader = await conversation_reader(svc, caller, conversation_id, as_of)
+    # The cursor's position is read with the conversation view: one round trip less.
+    known = {ref_key(conversation_id, after): None} if after else None
+    view, reader = await conversation_reader(svc, caller, conversation_id, as_of, known)
     try:
-        page = await reader.items(view, after, limit, order_)
+        page = await reader.items(view, after, limit, order_, known)
     except CursorNotFound:
         raise invalid(
             f"Invalid 'after': no item with id '{after}' in this conversation.", "after"
