@@ -18,11 +18,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.keys import Principal
 from api.limits import replay
-from api.routes import conversations, health, items
+from api.routes import conversations, health, items, responses
 from api.services import Services
 
 Handler = Callable[..., Awaitable[Any]]
@@ -33,6 +34,7 @@ _CONVERSATION = re.compile(r"/v1/conversations/([^/]+)")
 _INCLUDE = frozenset({"include", "include[]"})
 _LIST_QUERY = frozenset({"after", "limit", "order", "as_of"}) | _INCLUDE
 _AS_OF = frozenset({"as_of"}) | _INCLUDE
+_BODY_ONLY = frozenset({"/v1/conversations", "/v1/responses"})  # POSTs with no parameters
 _JSON = (b"content-type", b"application/json")
 
 
@@ -72,7 +74,10 @@ class FastLane:
                 raise
             await (await handler(request, exc))(scope, receive, send)
             return
-        await _answer(send, result)
+        if isinstance(result, Response):  # a streamed response
+            await result(scope, receive, send)
+        else:
+            await _answer(send, result)
 
 
 def _get(path: str, query: dict[str, str] | None) -> Handler | None:
@@ -110,7 +115,7 @@ def _get(path: str, query: dict[str, str] | None) -> Handler | None:
 async def _post(path: str, scope: Scope, receive: Receive) -> tuple[Handler | None, Receive]:
     """A POST it serves, and a receive that still yields the body for the fallback."""
     m = _ITEMS.fullmatch(path)
-    if not (m or path == "/v1/conversations") or not _json_body(scope):
+    if not (m or path in _BODY_ONLY) or not _json_body(scope):
         return None, receive
     query = _query(scope)
     if query is None or not query.keys() <= (_INCLUDE if m else frozenset()):
@@ -129,6 +134,8 @@ async def _post(path: str, scope: Scope, receive: Receive) -> tuple[Handler | No
             return None, receive
     if m:
         return lambda svc, who, request: items.create_items(svc, who, m[1], request, body), receive
+    if path == "/v1/responses":
+        return lambda svc, who, request: responses.create_response(svc, who, request, body), receive
     return lambda svc, who, request: conversations.create_conversation(
         svc, who, request, body
     ), receive

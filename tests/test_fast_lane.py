@@ -65,6 +65,8 @@ JSON = [(b"content-type", b"application/json; charset=utf-8")]
         (ITEMS, b'{"items": []}', JSON, True),
         (ITEMS, b"", [], True),  # no body: FastAPI passes None
         ("/v1/conversations", b"{}", JSON, True),
+        ("/v1/responses", b'{"model": "m", "input": "hi"}', JSON, True),
+        ("/v1/responses/resp_1/cancel", b"{}", JSON, False),
         (ITEMS, b"[1]", JSON, False),  # not an object: FastAPI's 400
         (ITEMS, b"{", JSON, False),
         (ITEMS, b"[" * 30_000 + b"]" * 30_000, JSON, False),  # too deep for json.loads
@@ -143,3 +145,34 @@ def test_healthz(http: httpx.Client) -> None:
     r = http.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
     assert r.headers["content-type"] == "application/json"
+
+
+def test_its_responses_answer_as_fastapi_does(http: httpx.Client) -> None:
+    def shape(r: httpx.Response) -> Any:
+        if r.headers["content-type"].startswith("text/event-stream"):
+            return r.status_code, [
+                line.split(" ")[1] for line in r.text.splitlines() if line.startswith("event: ")
+            ]
+        body = r.json()
+        if set(body) == {"error"}:
+            return r.status_code, body
+        return r.status_code, body["object"], body["status"], body["output"][0]["content"]
+
+    def conv() -> str:
+        return str(http.post("/v1/conversations", json={}).json()["id"])
+
+    for body in (
+        {"model": "echo-test", "input": "say this back"},
+        {"model": "echo-test", "input": "say this back", "stream": True},
+        {"model": "echo-test", "input": "again", "conversation": "new"},
+        {"model": "echo-test"},  # 400: no input
+        {"model": "echo-test", "input": "x", "temperature": 9},  # 400
+        {"input": "x"},  # 400: no model
+    ):
+        if body.get("conversation") == "new":  # each its own: the same context
+            fast = http.post("/v1/responses", json={**body, "conversation": conv()})
+            slow = http.post("/v1/responses?x=1", json={**body, "conversation": conv()})
+        else:
+            fast = http.post("/v1/responses", json=body)
+            slow = http.post("/v1/responses?x=1", json=body)
+        assert shape(fast) == shape(slow), body
