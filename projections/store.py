@@ -11,12 +11,18 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    NoStreamResponseError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from events.direct import DirectGetUnavailable, TooManySubjects, direct_batch
 from events.ids import new_id
-from events.store import MAX_BATCH, while_unavailable
+from events.store import MAX_BATCH, WRONG_LAST_SEQUENCE, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
 BUCKET = "convstore_views"
@@ -24,6 +30,9 @@ BUCKET = "convstore_views"
 # on each call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 # Whether this nats-py has the internals `send_batch_messages` writes protocol bytes with.
+# Writes of up to this many keys are pipelined publishes (KVViews._pipelined), larger ones
+# atomic batches, whose staging cost is then spread over up to MAX_BATCH keys.
+PIPELINE_MAX = 256
 RAW_PUBLISH = all(hasattr(NATS, a) for a in ("_send_command", "_flush_pending"))
 
 
@@ -123,6 +132,8 @@ class KVViews:
         self.window = window
         self.stream = f"KV_{bucket}"
         self._atomic = False  # the bucket's stream is known to accept atomic batches
+        self._last: int | None = None  # the stream's last sequence, after our last write
+        self._acks: Acks | None = None
         self._unacked: list[asyncio.Task[Any]] = []
 
     async def flush(self) -> None:
@@ -186,8 +197,10 @@ class KVViews:
 
     async def write(self, changes: list[Change]) -> None:
         """The prefix purges first (stream purges, concurrently), then the puts and deletes
-        in their order, in atomic batches; with `window` 1 each batch is acknowledged before
-        the next is sent, so a failure leaves none of the later ones written."""
+        in their order, so that a failure leaves none of the later ones written: a small
+        write (the live projector's) pipelined with a chained expected sequence
+        (`_pipelined`), a large one (a rebuild's) in atomic batches; with `window` 1 each
+        batch is acknowledged before the next is sent."""
         purges = [c for c in changes if isinstance(c, PurgePrefix)]
         if purges:
             await asyncio.gather(*(self._purge(c) for c in purges))
@@ -199,10 +212,53 @@ class KVViews:
                 messages.append((change.key, None))
         if not messages:
             return
+        if self.window <= 1 and len(messages) <= PIPELINE_MAX:
+            await self._pipelined(messages)
+            return
+        self._last = None  # the batches below move the stream on
         if len(messages) > 1 and not self._atomic:
             await self._allow_atomic()
         for start in range(0, len(messages), MAX_BATCH):
             await self._batch(messages[start : start + MAX_BATCH])
+
+    async def _pipelined(self, messages: list[tuple[str, bytes | None]]) -> None:
+        """Every message sent at once, in order, each acknowledged: one round trip. An
+        atomic batch would do that too, but on a file stream of one replica nats-server
+        stages each batch in a file store of its own, ~3 ms a batch against ~0.25 ms for
+        a publish (measured with nats-server 2.15): that was most of the time from an
+        append to its view. Each message expects the stream's last sequence to be the
+        one before it (the projector is the bucket's only writer), so when one is
+        refused every later one is refused too: what lands is a prefix, as from an
+        atomic batch cut short, which the fold is built to repair. When another write
+        moved the stream on (a purge's markers), the sequence is read again and the write
+        sent again once: the same values, in the same order."""
+        prefix = f"$KV.{self.bucket}."
+        if self._acks is None:
+            self._acks = Acks(self.js._nc)
+        for attempt in range(2):
+            if self._last is None:
+                self._last = (await self.js.stream_info(self.stream)).state.last_seq
+            futures: list[asyncio.Future[int]] = []
+            try:
+                for n, (key, value) in enumerate(messages):
+                    headers = {
+                        "Nats-Expected-Stream": self.stream,
+                        "Nats-Expected-Last-Sequence": str(self._last + n),
+                    }
+                    if value is None:
+                        headers["KV-Operation"] = "DEL"
+                    futures.append(await self._acks.publish(prefix + key, value or b"", headers))
+                seqs = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
+            except BaseException as exc:
+                self._last = None
+                for future in futures:
+                    future.cancel()
+                moved = isinstance(exc, APIError) and exc.err_code in WRONG_LAST_SEQUENCE
+                if moved and attempt == 0:
+                    continue
+                raise
+            self._last = seqs[-1]
+            return
 
     async def _batch(self, messages: list[tuple[str, bytes | None]]) -> None:
         """One atomic batch: every message but the last sent as is, the last one (the
@@ -252,6 +308,52 @@ class KVViews:
 
     async def _purge(self, change: PurgePrefix) -> None:
         await self.js.purge_stream(self.stream, subject=f"$KV.{self.bucket}.{change.prefix}>")
+
+
+class Acks:
+    """JetStream publishes whose acknowledgements are awaited later, all on one wildcard
+    reply subscription. (nats-py's `publish_async` never settles the future of a refused
+    publish: its reply handler raises `APIError.from_error`, which raises, not returns.)"""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.prefix = nc.new_inbox()
+        self.waiting: dict[str, asyncio.Future[int]] = {}
+        self.next = 0
+        self.sub: Any = None
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> "asyncio.Future[int]":
+        """Sent once this returns (in call order); the future gives the stored sequence."""
+        if self.sub is None:
+            self.sub = await self.nc.subscribe(f"{self.prefix}.*", cb=self._ack)
+        self.next += 1
+        token = str(self.next)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda _: self.waiting.pop(token, None))
+        self.waiting[token] = future
+        await self.nc.publish(subject, payload, reply=f"{self.prefix}.{token}", headers=headers)
+        return future
+
+    async def _ack(self, msg: Any) -> None:
+        future = self.waiting.get(msg.subject.rpartition(".")[2])
+        if future is None or future.done():
+            return
+        if not msg.data:  # a status: 503, no stream took the message
+            future.set_exception(NoStreamResponseError())
+            return
+        reply = json.loads(msg.data)
+        if error := reply.get("error"):
+            future.set_exception(
+                APIError(
+                    code=error.get("code"),
+                    err_code=error.get("err_code"),
+                    description=error.get("description"),
+                )
+            )
+        else:
+            future.set_result(int(reply["seq"]))
 
 
 async def send_batch_messages(
