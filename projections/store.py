@@ -248,7 +248,10 @@ class KVViews:
                     if value is None:
                         headers["KV-Operation"] = "DEL"
                     futures.append(await self._acks.publish(prefix + key, value or b"", headers))
-                seqs = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation
+                # that comes as its future completes, and the projector then never stops.
+                async with asyncio.timeout(self.timeout):
+                    seqs = await asyncio.gather(*futures)
             except BaseException as exc:
                 self._last = None
                 for future in futures:

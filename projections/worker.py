@@ -56,6 +56,18 @@ def decode_batch(messages: list[Msg]) -> list[Event | Unrecognized]:
     return events
 
 
+async def cancel_for_sure(task: "asyncio.Task[Any]") -> None:
+    """Cancel `task` and wait for its end. Cancelled again until it ends: on Python 3.11
+    `asyncio.wait_for` (nats-py's requests use it) returns its result instead of raising
+    when the cancellation comes as that result arrives, and a loop like the projector's
+    then carries on; awaiting it once would wait forever (seen in a rebuild's flip)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+    with contextlib.suppress(BaseException):
+        task.result()
+
+
 async def close_quietly(closing: Awaitable[Any], timeout: float = 5.0) -> None:
     """Shut a client down without hanging or raising while NATS is away."""
     with contextlib.suppress(Exception):
@@ -241,9 +253,7 @@ async def _lead(
             await _until_stop_flip_or_lost(stop, meta, generation, kept)
         finally:
             # Stop writing first: once the lease is lost, a successor may be starting.
-            flusher.cancel()
-            with contextlib.suppress(BaseException):
-                await flusher
+            await cancel_for_sure(flusher)
             await close_quietly(broker.stop())
 
 

@@ -20,7 +20,7 @@ from projections.fold import Folder
 from projections.reader import ViewReader
 from projections.rebuild import fold_log, rebuild
 from projections.store import BUCKET, KVViews, MemoryViews, open_bucket
-from projections.worker import Projector, decode_batch, run_projector
+from projections.worker import Projector, cancel_for_sure, decode_batch, run_projector
 
 
 async def kv_snapshot(js, bucket: str = BUCKET) -> dict[str, dict]:
@@ -189,3 +189,21 @@ async def test_projector_folds_in_log_order_whatever_the_delivery_order(store):
         await projector._flush(delivered[start : start + 17])
     await projector._flush(msgs[-1:])  # the last event arrives at the end
     assert views.data == expected.data
+
+
+async def test_cancel_for_sure_stops_a_loop_that_swallowed_a_cancel():
+    # What Python 3.11's wait_for does when a cancel comes as its result arrives.
+    woke = asyncio.Event()
+
+    async def loop() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass  # swallowed
+        woke.set()
+        await asyncio.Event().wait()  # the flush loop waiting for the next delivery
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_for_sure(task), 5)
+    assert woke.is_set() and task.cancelled()
