@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.idempotency import header
 from api.keys import Principal
-from api.limits import replay
+from api.limits import read_body, replay
 from api.routes import conversations, health, items, responses
 from api.services import Services
 
@@ -120,7 +121,7 @@ async def _post(path: str, scope: Scope, receive: Receive) -> tuple[Handler | No
     query = _query(scope)
     if query is None or not query.keys() <= (_INCLUDE if m else frozenset()):
         return None, receive
-    raw = await _read(receive)
+    raw = await read_body(receive)
     if raw is None:  # the client went away
         return None, receive
     receive = replay(raw, receive)
@@ -157,22 +158,8 @@ def _plain_int(value: str | None) -> bool:
 
 def _json_body(scope: Scope) -> bool:
     """No content type, or JSON: the ones FastAPI parses as JSON."""
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json"
-    return True
-
-
-async def _read(receive: Receive) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    kind = header(scope, b"content-type")
+    return kind is None or kind.split(";", 1)[0].strip().lower() == "application/json"
 
 
 def _handler(handlers: dict[Any, Handler], exc: Exception) -> Handler | None:

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth import send_error
 from api.errors import NATS_DOWN, APIError, invalid, unavailable
 from api.keys import Principal
-from api.limits import replay
+from api.limits import read_body, replay
 from projections.store import open_bucket
 
 log = logging.getLogger("convstore.api")
@@ -262,7 +262,7 @@ class Idempotency:
             )
             await send_error(err, scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive) or b""
         endpoint = _digest(scope["method"].encode(), scope["path"].encode(), key.encode())
         record_key = f"{principal.tenant}.{endpoint}"
         fingerprint = _digest(scope.get("query_string", b""), body)
@@ -293,18 +293,6 @@ class Idempotency:
         heartbeat.cancel()
         await claim.finish(capture)
         await capture.flush()
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def _claim_or_wait(

@@ -76,6 +76,18 @@ class BodyLimit:
         await self.app(scope, replay(b"".join(chunks), receive), send)
 
 
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body; None when the client went away before sending it."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 def replay(body: bytes, receive: Receive) -> Receive:
     """A receive that yields `body` once, then whatever the client sends (a disconnect)."""
     sent = False

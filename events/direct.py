@@ -7,6 +7,7 @@ subjects (`multi_last`), e.g. twenty KV keys: one round trip instead of one per 
 import asyncio
 import json
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +67,16 @@ class _Batch:
             )
 
 
-class _Inbox:
-    """One wildcard inbox subscription per connection, shared by all its batches: a batch
-    then costs one publish, not a SUB, a publish and an UNSUB (each its own write)."""
+class Replies:
+    """One wildcard inbox subscription per connection, shared by every request whose
+    replies it routes (batched direct gets, acknowledged publishes): a request then costs
+    one publish, not a SUB, a publish and an UNSUB (each its own write), and nats-py's
+    per-request future, timer and random token."""
 
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
         self.prefix = nc.new_inbox()
-        self.batches: dict[str, _Batch] = {}
+        self.handlers: dict[str, Callable[[Msg], None]] = {}
         self.subscribed: asyncio.Task[None] | None = None
         self.next = 0
 
@@ -92,18 +95,31 @@ class _Inbox:
         await self.nc.subscribe(f"{self.prefix}.*", cb=self._route)
 
     async def _route(self, msg: Msg) -> None:
-        batch = self.batches.get(msg.subject[len(self.prefix) + 1 :])
-        if batch is not None:
-            batch.add(msg)
+        handler = self.handlers.get(msg.subject[len(self.prefix) + 1 :])
+        if handler is not None:
+            handler(msg)
 
-    def open(self) -> tuple[str, _Batch]:
+    def open(self, handler: Callable[[Msg], None]) -> tuple[str, str]:
+        """A reply subject whose messages go to `handler` until `close(token)`."""
         self.next += 1
         token = str(self.next)
-        self.batches[token] = batch = _Batch()
-        return token, batch
+        self.handlers[token] = handler
+        return f"{self.prefix}.{token}", token
+
+    def close(self, token: str) -> None:
+        self.handlers.pop(token, None)
 
 
-_inboxes: "weakref.WeakKeyDictionary[NATS, _Inbox]" = weakref.WeakKeyDictionary()
+_replies: "weakref.WeakKeyDictionary[NATS, Replies]" = weakref.WeakKeyDictionary()
+
+
+async def replies(nc: NATS) -> Replies:
+    """The connection's shared reply inbox, subscribed."""
+    inbox = _replies.get(nc)
+    if inbox is None:
+        inbox = _replies[nc] = Replies(nc)
+    await inbox.ready()
+    return inbox
 
 
 async def direct_batch(nc: NATS, stream: str, request: dict[str, Any], timeout: float) -> Batch:
@@ -111,20 +127,14 @@ async def direct_batch(nc: NATS, stream: str, request: dict[str, Any], timeout: 
     multi_last request is one point-in-time read of all its subjects (ADR-31)."""
     if not nc.is_connected:
         raise DirectGetUnavailable("not connected to NATS")
-    inbox = _inboxes.get(nc)
-    if inbox is None:
-        inbox = _inboxes[nc] = _Inbox(nc)
-    await inbox.ready()
-    token, batch = inbox.open()
+    inbox = await replies(nc)
+    batch = _Batch()
+    reply, token = inbox.open(batch.add)
     try:
-        await nc.publish(
-            f"$JS.API.DIRECT.GET.{stream}",
-            json.dumps(request).encode(),
-            reply=f"{inbox.prefix}.{token}",
-        )
+        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=reply)
         await asyncio.wait_for(batch.done, timeout)
         return batch.out
     except TimeoutError as exc:
         raise DirectGetUnavailable("direct get timed out") from exc
     finally:
-        del inbox.batches[token]
+        inbox.close(token)

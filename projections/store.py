@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
@@ -20,7 +21,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from events.direct import DirectGetUnavailable, TooManySubjects, direct_batch
+from events.direct import DirectGetUnavailable, TooManySubjects, direct_batch, replies
 from events.ids import new_id
 from events.store import MAX_BATCH, WRONG_LAST_SEQUENCE, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
@@ -133,7 +134,6 @@ class KVViews:
         self.stream = f"KV_{bucket}"
         self._atomic = False  # the bucket's stream is known to accept atomic batches
         self._last: int | None = None  # the stream's last sequence, after our last write
-        self._acks: Acks | None = None
         self._unacked: list[asyncio.Task[Any]] = []
 
     async def flush(self) -> None:
@@ -233,8 +233,6 @@ class KVViews:
         moved the stream on (a purge's markers), the sequence is read again and the write
         sent again once: the same values, in the same order."""
         prefix = f"$KV.{self.bucket}."
-        if self._acks is None:
-            self._acks = Acks(self.js._nc)
         for attempt in range(2):
             if self._last is None:
                 self._last = (await self.js.stream_info(self.stream)).state.last_seq
@@ -247,7 +245,9 @@ class KVViews:
                     }
                     if value is None:
                         headers["KV-Operation"] = "DEL"
-                    futures.append(await self._acks.publish(prefix + key, value or b"", headers))
+                    futures.append(
+                        await publish_acked(self.js._nc, prefix + key, value or b"", headers)
+                    )
                 # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation
                 # that comes as its future completes, and the projector then never stops.
                 async with asyncio.timeout(self.timeout):
@@ -313,35 +313,18 @@ class KVViews:
         await self.js.purge_stream(self.stream, subject=f"$KV.{self.bucket}.{change.prefix}>")
 
 
-class Acks:
-    """JetStream publishes whose acknowledgements are awaited later, all on one wildcard
-    reply subscription. (nats-py's `publish_async` never settles the future of a refused
-    publish: its reply handler raises `APIError.from_error`, which raises, not returns.)"""
+async def publish_acked(
+    nc: NATS, subject: str, payload: bytes, headers: dict[str, str]
+) -> "asyncio.Future[int]":
+    """A JetStream publish whose acknowledgement is awaited later: sent once this returns
+    (so calls go out in call order); the future gives the stored sequence or the error.
+    (nats-py's `publish_async` never settles the future of a refused publish: its reply
+    handler calls `APIError.from_error`, which raises instead of returning.)"""
+    inbox = await replies(nc)
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-    def __init__(self, nc: NATS) -> None:
-        self.nc = nc
-        self.prefix = nc.new_inbox()
-        self.waiting: dict[str, asyncio.Future[int]] = {}
-        self.next = 0
-        self.sub: Any = None
-
-    async def publish(
-        self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> "asyncio.Future[int]":
-        """Sent once this returns (in call order); the future gives the stored sequence."""
-        if self.sub is None:
-            self.sub = await self.nc.subscribe(f"{self.prefix}.*", cb=self._ack)
-        self.next += 1
-        token = str(self.next)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda _: self.waiting.pop(token, None))
-        self.waiting[token] = future
-        await self.nc.publish(subject, payload, reply=f"{self.prefix}.{token}", headers=headers)
-        return future
-
-    async def _ack(self, msg: Any) -> None:
-        future = self.waiting.get(msg.subject.rpartition(".")[2])
-        if future is None or future.done():
+    def settle(msg: Msg) -> None:
+        if future.done():
             return
         if not msg.data:  # a status: 503, no stream took the message
             future.set_exception(NoStreamResponseError())
@@ -357,6 +340,15 @@ class Acks:
             )
         else:
             future.set_result(int(reply["seq"]))
+
+    reply, token = inbox.open(settle)
+    future.add_done_callback(lambda _: inbox.close(token))
+    try:
+        await nc.publish(subject, payload, reply=reply, headers=headers)
+    except BaseException:
+        future.cancel()
+        raise
+    return future
 
 
 async def send_batch_messages(

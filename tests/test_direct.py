@@ -3,7 +3,7 @@
 import asyncio
 
 from events.connection import connect
-from events.direct import _inboxes, direct_batch
+from events.direct import _replies, direct_batch
 from projections.store import KVViews, open_bucket
 
 
@@ -23,7 +23,7 @@ async def test_concurrent_batches_each_get_their_own_messages(fresh_nats: str) -
         assert found == [{"n": n} for n in range(start, start + 5)] + [None]
     # one shared subscription, opened by the first batch; nothing left registered
     assert len(nc._subs) == subs_before + 1
-    assert _inboxes[nc].batches == {}
+    assert _replies[nc].handlers == {}
     # a batch that finds nothing ends with the server's 404 status, not a timeout
     assert await direct_batch(nc, "KV_direct_test", {"multi_last": ["x"], "batch": 1}, 2) == []
     await nc.close()
