@@ -2,6 +2,8 @@
 
 One request answers a whole page of the log, or the newest message of up to 1024
 subjects (`multi_last`), e.g. twenty KV keys: one round trip instead of one per key.
+Its replies, and those of other requests we route ourselves (the projector's
+acknowledged view writes), come in on one shared inbox per connection (`replies`).
 """
 
 import asyncio
