@@ -26,6 +26,7 @@ from api.keys import Principal
 from api.limits import read_body, replay
 from api.routes import conversations, health, items, responses
 from api.services import Services
+from events import codec
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -170,7 +171,7 @@ def _handler(handlers: dict[Any, Handler], exc: Exception) -> Handler | None:
 
 
 async def _answer(send: Send, result: Any) -> None:
-    body = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
+    body = codec.dumps(result)
     headers = [_JSON, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -13,7 +13,6 @@ stream holds only its final event (re-published by a worker, or synthesised by t
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 from collections import deque
@@ -33,6 +32,7 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
+from events import codec
 from events.store import while_unavailable
 from events.subjects import (
     RESPONSE_STREAM_NAME,
@@ -104,7 +104,7 @@ async def last_event(js: JetStreamContext, response_id: str) -> dict[str, Any] |
         )
     except NotFoundError:
         return None
-    return json.loads(msg.data or b"{}")  # type: ignore[no-any-return]
+    return codec.loads(msg.data or b"{}")  # type: ignore[no-any-return]
 
 
 class StreamWriter:
@@ -141,7 +141,7 @@ class StreamWriter:
         event = {"type": type, "sequence_number": self.next_seq, **fields}
         self.next_seq += 1
         self.emitted.append(type)
-        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        data = codec.dumps(event)
         if self._held is not None:
             self._held.append((type, data))
         else:
@@ -182,12 +182,12 @@ class Frame:
         head = _HEAD.match(data)
         if head is not None and b"\n" not in data and b"\r" not in data:
             return cls(head[1].decode(), int(head[2]), data)
-        event = json.loads(data)
-        compact = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        event = codec.loads(data)
+        compact = codec.dumps(event)
         return cls(str(event.get("type", "")), int(event.get("sequence_number", 0)), compact)
 
     def event(self) -> dict[str, Any]:
-        return json.loads(self.data)  # type: ignore[no-any-return]
+        return codec.loads(self.data)  # type: ignore[no-any-return]
 
     def sse(self) -> bytes:
         return b"event: %s\ndata: %s\n\n" % (self.type.encode(), self.data)

@@ -4,7 +4,6 @@ Both speak the same small interface, so the reader and the fold are written once
 """
 
 import asyncio
-import json
 from typing import Any, Protocol
 
 import nats.errors
@@ -21,15 +20,13 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from events import codec
 from events.direct import DirectGetUnavailable, TooManySubjects, direct_batch, replies
 from events.ids import new_id
 from events.store import MAX_BATCH, WRONG_LAST_SEQUENCE, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
 BUCKET = "convstore_views"
-# One encoder for every view: json.dumps with non-default separators builds a new encoder
-# on each call.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 # Whether this nats-py has the internals `send_batch_messages` writes protocol bytes with.
 # Writes of up to this many keys are pipelined publishes (KVViews._pipelined), larger ones
 # atomic batches, whose staging cost is then spread over up to MAX_BATCH keys.
@@ -153,7 +150,7 @@ class KVViews:
             entry = await self.kv.get(key)
         except KeyNotFoundError:
             return None
-        return json.loads(entry.value) if entry.value else None
+        return codec.loads(entry.value) if entry.value else None
 
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
         """Many keys in one batched direct get per 1,000 (the server answers up to 1,024
@@ -173,7 +170,7 @@ class KVViews:
                 raise nats.errors.TimeoutError from exc
             for m in msgs:
                 live = m.headers.get("KV-Operation") not in ("DEL", "PURGE") and m.data
-                found[m.subject.removeprefix(prefix)] = json.loads(m.data) if live else None
+                found[m.subject.removeprefix(prefix)] = codec.loads(m.data) if live else None
         return [found.get(k) for k in keys]
 
     async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None:
@@ -190,7 +187,7 @@ class KVViews:
         if msgs.pending:
             return None
         return {
-            m.subject.removeprefix(prefix): json.loads(m.data)
+            m.subject.removeprefix(prefix): codec.loads(m.data)
             for m in msgs
             if m.headers.get("KV-Operation") not in ("DEL", "PURGE") and m.data
         }
@@ -207,7 +204,7 @@ class KVViews:
         messages: list[tuple[str, bytes | None]] = []  # (key, value; None: delete)
         for change in changes:
             if isinstance(change, Put):
-                messages.append((change.key, _encode(change.value).encode()))
+                messages.append((change.key, codec.dumps(change.value)))
             elif isinstance(change, Delete):
                 messages.append((change.key, None))
         if not messages:
@@ -329,7 +326,7 @@ async def publish_acked(
         if not msg.data:  # a status: 503, no stream took the message
             future.set_exception(NoStreamResponseError())
             return
-        reply = json.loads(msg.data)
+        reply = codec.loads(msg.data)
         if error := reply.get("error"):
             future.set_exception(
                 APIError(

@@ -1,10 +1,12 @@
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from convstore.loop import run_loop
+from convstore.loop import GC_THRESHOLDS, run_loop
 from tests.servers import Service, free_port
 
 
@@ -15,6 +17,23 @@ async def _loop_module() -> str:
 def test_processes_run_on_uvloop() -> None:
     """uvicorn[standard] installs uvloop here; every convstore process runs on it."""
     assert run_loop(_loop_module()).startswith("uvloop")
+
+
+def test_processes_collect_garbage_less_often() -> None:
+    """run_loop raises the collector's thresholds and freezes what was alive before it
+    (in a fresh process, as a convstore command starts)."""
+    probe = (
+        "import gc\n"
+        "from convstore.loop import run_loop\n"
+        "async def main(): return (*gc.get_threshold(), gc.get_freeze_count())\n"
+        "print(gc.get_threshold() == (700, 10, 10), *run_loop(main()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "True"  # Python's defaults before
+    assert tuple(map(int, out[1:4])) == GC_THRESHOLDS
+    assert int(out[4]) > 10_000  # the imported modules' objects are frozen
 
 
 @pytest.mark.parametrize("on", [False, True])

@@ -6,7 +6,6 @@ A create waits for the response's streaming events on NATS, so any replica can a
 for any worker, and a stream can be resumed on another replica.
 """
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from api.response_params import ResponseParams, parse
 from api.routes.conversations import list_object
 from api.services import Services, Svc, client_ip, include_param
 from api.tenancy import check_owner
-from events import commands, response_stream
+from events import codec, commands, response_stream
 from events.ids import new_response_id, response_thread
 from events.response_stream import Frame
 from events.schema import Actor, EventBase, ResponseCancelled, ResponseDeleted, ResponseRequested
@@ -149,8 +148,7 @@ async def _request(
 
 
 def _sse(event: dict[str, Any]) -> bytes:
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+    return b"event: %s\ndata: %s\n\n" % (event["type"].encode(), codec.dumps(event))
 
 
 async def _relay(batches: AsyncIterator[list[Frame]]) -> AsyncIterator[bytes]:
