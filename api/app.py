@@ -1,8 +1,10 @@
 """FastAPI application factory: connects to NATS in the lifespan, mounts the routes."""
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -35,9 +37,11 @@ def create_app(
     ready_max_lag: int = 1000,
     keys: KeyRing | None = None,
     limits: Limits | None = None,
+    telemetry: bool = False,
 ) -> FastAPI:
     """The API. `keys` None is open development mode: every request is tenant `default`
-    with the admin role (the CLI allows that on loopback only)."""
+    with the admin role (the CLI allows that on loopback only). `telemetry`: FastAPI's
+    own OpenTelemetry instrumentation (see `_telemetry`)."""
     limits = limits or Limits()
 
     @asynccontextmanager
@@ -80,6 +84,7 @@ def create_app(
         summary="Event-sourced, OpenAI-compatible conversation store on NATS JetStream",
         version="0.1.0",
         lifespan=lifespan,
+        **_telemetry(telemetry),
     )
     errors.install(app)
     openapi.install(app)
@@ -93,3 +98,13 @@ def create_app(
     for module in (conversations, items, responses, events, health):
         app.include_router(module.router)
     return app
+
+
+def _telemetry(on: bool) -> dict[str, Any]:
+    """FastAPI's native OpenTelemetry (0.16x) asks the global providers on every request
+    whether one is configured, environment lookups included: ~5% of the API's CPU on an
+    append, with nobody listening. Off unless asked for (CONVSTORE_OTEL); a FastAPI
+    without the setting has nothing to turn off."""
+    if on or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}

@@ -182,6 +182,7 @@ async def _serve_http(
         ready_max_lag=settings.ready_max_lag,
         keys=keys,
         limits=settings.limits(),
+        telemetry=settings.otel,
     )
     config = uvicorn.Config(
         app,

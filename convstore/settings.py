@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # uvicorn's line per HTTP request: off by default, since it cost 5% of the API's CPU
     # and the event log already says who changed what, when (the audit commands).
     access_log: bool = False
+    # FastAPI's built-in OpenTelemetry (traces, metrics, logs to the providers an operator
+    # configures, e.g. with opentelemetry-instrument): off by default, since checking for
+    # a provider on every request cost ~5% of the API's CPU.
+    otel: bool = False
     # Model map (JSON, or a JSON file's path): see workers/providers/registry.py. Empty:
     # every model is answered by the built-in `echo` test provider.
     models: str = ""

@@ -49,3 +49,20 @@ def test_the_access_log_is_off_unless_asked_for(nats_url: str, tmp_path: Path, o
     finally:
         api.stop()
     assert ("GET /v1/conversations/conv_missing" in log.read_text()) is on
+
+
+def test_fastapi_telemetry_is_off_unless_asked_for() -> None:
+    """With a tracer provider configured, FastAPI instruments requests only when the API
+    is created with telemetry on (CONVSTORE_OTEL); otherwise it does not even check."""
+    probe = (
+        "from opentelemetry import trace\n"
+        "class Configured(trace.NoOpTracerProvider): pass\n"
+        "trace.set_tracer_provider(Configured())\n"
+        "from api.app import create_app\n"
+        "for on in (False, True):\n"
+        "    print(create_app(['nats://127.0.0.1:1'], telemetry=on)._native_telemetry.enabled())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True"]
