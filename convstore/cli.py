@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from api import keys as api_keys
+from api import one_write
 from api.app import create_app
 from convstore import audit, keys_command
 from convstore.children import Child
@@ -184,6 +185,7 @@ async def _serve_http(
         limits=settings.limits(),
         telemetry=settings.otel,
     )
+    one_write.install()
     config = uvicorn.Config(
         app,
         host=settings.host,
