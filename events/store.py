@@ -12,7 +12,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import nats.errors
@@ -67,6 +67,12 @@ class Head:
     # The owning tenant, from the `Convstore-Tenant` header; None when the message has no
     # such header (written before tenants existed, or by something else than this store).
     tenant: str | None = None
+    # Read from the log only (never in the heads a process remembers): the event's bytes,
+    # and the conversation's sequence before it when its message says so (an event
+    # appended alone carries its guard, `Nats-Expected-Last-Subject-Sequence`). A view at
+    # exactly `prev_seq` then needs only this event folded to reach the head.
+    data: bytes = field(default=b"", repr=False, compare=False)
+    prev_seq: int | None = None
 
 
 def _interned(value: str | None) -> str | None:
@@ -164,12 +170,16 @@ class EventStore:
             return None
         headers = msg.headers or {}
         if "Convstore-Event-Type" in headers and "Convstore-Hash" in headers:
+            prev = headers.get("Nats-Expected-Last-Subject-Sequence")
+            alone = "Nats-Batch-Id" not in headers
             return Head(
                 msg.seq or 0,
                 headers.get("Nats-Msg-Id", ""),
                 sys.intern(headers["Convstore-Event-Type"]),
                 headers["Convstore-Hash"],
                 _interned(headers.get(TENANT_HEADER)),
+                msg.data or b"",
+                int(prev) if alone and prev and prev.isdigit() else None,
             )
         # Written by something else than this store: read what it says, leniently (an
         # event type this version does not know must not break reads of the conversation).

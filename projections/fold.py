@@ -55,10 +55,14 @@ class Folder:
         views: ViewStore,
         cache_size: int = 10_000,
         fresh: bool = False,
+        checkpointing: bool = True,
     ) -> None:
         self.views = views
         self.cache_size = cache_size
         self.fresh = fresh
+        # False for a read's fold of one conversation's tail over the stored views: the
+        # checkpoint (how far the views got in the whole log) means nothing there.
+        self.checkpointing = checkpointing
         # fresh: every conversation, response, index and checkpoint key this folder wrote
         # (the only ones the store can hold); item refs are read from the store.
         self._written: set[str] = set()
@@ -82,10 +86,11 @@ class Folder:
                     self._stage(change, pending, purges)
                     if isinstance(change, Put):
                         self._memo(change, keys, new)
-            checkpoint = await self._get(CHECKPOINT_KEY, pending)
-            if events and events[-1].seq > (checkpoint or {}).get("seq", 0):
-                # Never backwards: a late redelivery of old events must not hide newer ones.
-                pending[CHECKPOINT_KEY] = {"seq": events[-1].seq}
+            if self.checkpointing:
+                checkpoint = await self._get(CHECKPOINT_KEY, pending)
+                if events and events[-1].seq > (checkpoint or {}).get("seq", 0):
+                    # Never backwards: a late redelivery of old events must not hide newer.
+                    pending[CHECKPOINT_KEY] = {"seq": events[-1].seq}
             await self._flush(pending, purges)
         except BaseException:
             self._cache.clear()
@@ -141,7 +146,9 @@ class Folder:
         else:
             tenant = str(conv.get("tenant", DEFAULT_TENANT)) if conv else DEFAULT_TENANT
         idx_key = index_key(tenant)
-        index = await self._get(idx_key, pending)
+        # Only a ConversationCreated reads or moves its tenant's index (`apply`).
+        created = isinstance(event, ConversationCreated)
+        index = await self._get(idx_key, pending) if created else None
         item = response = None
         item_ref = resp_key = None
         if isinstance(event, ItemDeleted):

@@ -15,9 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from events.history import History
 from events.ids import response_thread
-from events.schema import decode_lenient
+from events.schema import decode, decode_lenient
+from events.store import Head
 from projections.fold import Folder
 from projections.overlay import OverlayViews
 from projections.store import ViewStore
@@ -108,7 +111,7 @@ class ViewReader:
     async def caught_up(
         self,
         conversation_id: str,
-        min_seq: int | Awaitable[int],
+        min_seq: int | Head | Awaitable[int] | Awaitable[Head],
         also: dict[str, Any] | None = None,
     ) -> tuple[ConversationView, "ViewReader"]:
         """The conversation as of log position `min_seq` or later, and a reader of its
@@ -120,6 +123,9 @@ class ViewReader:
 
         `min_seq` may be an awaitable (the head read in flight): the stored view is
         read meanwhile, so the two requests cost one round trip of waiting, not two.
+        When it is (or gives) the Head read from the log and the stored view is exactly
+        one event short of it (a read right after a one-event write), that event is
+        folded from the head's own bytes: no read of the log at all.
 
         `also`: keys of this conversation the caller will read next (a page's cursor),
         read in the same point-in-time request as the view; their values are filled in
@@ -132,12 +138,14 @@ class ViewReader:
         stored = asyncio.ensure_future(
             self.views.get_many([key, *extra]) if extra else self.views.get(key)
         )
-        if not isinstance(min_seq, int):
+        if not isinstance(min_seq, int | Head):
             try:
                 min_seq = await min_seq
             except BaseException:
                 stored.cancel()
                 raise
+        head = min_seq if isinstance(min_seq, Head) else None
+        min_seq = head.seq if head is not None else min_seq
         raws = await stored
         raw = raws[0] if extra else raws
         view = ConversationView(**raw) if raw else None
@@ -147,8 +155,11 @@ class ViewReader:
             if also is not None:
                 also.update(zip(extra, raws[1:], strict=True))
             return view, self
-        prefetch = [index_key(view.tenant)] if view else []
-        reader = await self._fold_tail(conversation_id, key, raw, prefetch, min_seq)
+        reader = None
+        if head is not None and view is not None and head.data and head.prev_seq == view.last_seq:
+            reader = await self._fold_head(key, raw, head)
+        if reader is None:
+            reader = await self._fold_tail(conversation_id, key, raw, min_seq)
         if reader is not None:
             folded = await reader.conversation(conversation_id)
             if folded is not None and folded.last_seq >= min_seq:
@@ -170,7 +181,7 @@ class ViewReader:
         view = ResponseView(**raw) if raw else None
         if view is not None and view.last_seq >= min_seq:
             return view, self
-        reader = await self._fold_tail(thread, key, raw, [], min_seq)
+        reader = await self._fold_tail(thread, key, raw, min_seq)
         if reader is not None:
             folded = await reader.response(response_id)
             if folded is not None and folded.last_seq >= min_seq:
@@ -178,29 +189,33 @@ class ViewReader:
         return await self._response_waited(response_id, min_seq), self
 
     async def _fold_tail(
-        self,
-        thread: str,
-        key: str,
-        raw: dict[str, Any] | None,
-        prefetch: list[str],
-        min_seq: int,
+        self, thread: str, key: str, raw: dict[str, Any] | None, min_seq: int
     ) -> "ViewReader | None":
         """A reader of the stored views plus the thread's events after `raw` (the
         stored view under `key`) folded in memory; None without a log to read, or when
         the tail is longer than READ_THROUGH_MAX or does not reach `min_seq`."""
         if self.history is None:
             return None
-        overlay = OverlayViews(self.views, {key: raw} if raw else {})
         after = int(raw["last_seq"]) if raw else 0
-        (stored, more), _ = await asyncio.gather(
-            self.history.page(thread, after, READ_THROUGH_MAX),
-            overlay.prefetch([CHECKPOINT_KEY, *prefetch]),
-        )
+        stored, more = await self.history.page(thread, after, READ_THROUGH_MAX)
         if more or not stored or stored[-1].seq < min_seq:
             return None
-        await Folder(overlay, cache_size=0).fold(
+        overlay = OverlayViews(self.views, {key: raw} if raw else {})
+        await Folder(overlay, cache_size=0, checkpointing=False).fold(
             [decode_lenient(e.data, e.seq, e.subject) for e in stored]
         )
+        return ViewReader(overlay, self.wait_timeout)
+
+    async def _fold_head(self, key: str, raw: dict[str, Any], head: Head) -> "ViewReader | None":
+        """A reader of the stored views (`raw` under `key`, exactly one event short of
+        `head`) plus the head's event, decoded from the head read's own bytes and folded
+        in memory; None when those bytes are not an event this version reads."""
+        try:
+            event = decode(head.data, head.seq)
+        except ValidationError:
+            return None
+        overlay = OverlayViews(self.views, {key: raw})
+        await Folder(overlay, cache_size=0, checkpointing=False).fold([event])
         return ViewReader(overlay, self.wait_timeout)
 
     async def response(self, response_id: str) -> ResponseView | None:

@@ -162,3 +162,78 @@ def test_a_response_on_a_conversation_needs_no_projector(fresh_nats: str, tmp_pa
     finally:
         worker.stop()
         api.stop()
+
+
+class CountingHistory(History):
+    """The log as reads see it, counting how often they read it."""
+
+    pages = 0
+
+    async def page(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.pages += 1
+        return await super().page(*args, **kwargs)
+
+
+async def test_a_view_one_event_short_folds_the_head_it_read(store: EventStore) -> None:
+    """A read right after a one-event write: the head read already holds that event, and
+    its message names the conversation's sequence before it. A stored view at exactly
+    that sequence needs only the head folded on top: no read of the log."""
+    conv = "conv_head"
+    items = [message(f"i{n}") for n in range(5)]
+    created = ConversationCreated(conversation_id=conv, created_at=1)
+    await store.append(
+        [created, ItemAdded(conversation_id=conv, item=items[0])], 0, GENESIS, "default"
+    )
+    history = CountingHistory(store)
+    js = store.js
+    kv = KVViews(js, await open_bucket(js, "views_head"), "views_head")
+    folder = Folder(kv)
+
+    async def project() -> None:  # the projector catches up with the whole log
+        stored, _ = await History(store).page(conv, 0, 100)
+        await folder.fold([decode(e.data, e.seq) for e in stored])
+
+    async def append_alone(event: ItemAdded | ItemDeleted) -> None:
+        head = await store.head(conv)
+        assert head is not None
+        await store.append([event], head.seq, head.hash, "default")
+
+    await project()
+    reader = ViewReader(kv, wait_timeout=0.3, history=history)
+    before = await store.head(conv)
+    await append_alone(ItemAdded(conversation_id=conv, item=items[1]))
+    head = await store.head(conv)
+    assert head is not None and before is not None
+    assert head.prev_seq == before.seq and head.data
+
+    view, at = await reader.caught_up(conv, store.head(conv))  # the head read in flight
+    assert history.pages == 0
+    assert view.last_seq == head.seq and view.next_item_pos == 2
+    page = await at.items(view, None, 20, "asc")
+    assert [i["id"] for i in page.data] == [items[0]["id"], items[1]["id"]]
+    # the same answer as from the log's tail (a position without the head's bytes)
+    from_log, at_log = await reader.caught_up(conv, head.seq)
+    assert history.pages == 1 and from_log == view
+    assert (await at_log.items(from_log, None, 20, "asc")).data == page.data
+
+    # Two events short (a batch): the head alone is not enough, the log is read.
+    batch = [ItemAdded(conversation_id=conv, item=i) for i in items[2:4]]
+    await store.append(batch, head.seq, head.hash, "default")
+    head = await store.head(conv)
+    assert head is not None and head.prev_seq is None
+    history.pages = 0
+    view, _ = await reader.caught_up(conv, head)
+    assert history.pages == 1 and view.next_item_pos == 4
+
+    # A deletion appended alone, over views that caught up: folded from the head.
+    await project()
+    await append_alone(ItemDeleted(conversation_id=conv, item_id=items[2]["id"]))
+    head = await store.head(conv)
+    assert head is not None
+    history.pages = 0
+    view, at = await reader.caught_up(conv, head)
+    assert history.pages == 0 and view.last_seq == head.seq
+    assert await at.item(conv, items[2]["id"]) is None
+    assert await at.item(conv, items[3]["id"]) == items[3]
+    # nothing was written: the bucket still holds the projector's state
+    assert (await kv.get(conversation_key(conv)))["last_seq"] == head.prev_seq

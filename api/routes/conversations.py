@@ -40,8 +40,8 @@ def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
-async def _head_seq(svc: Services, caller: Principal, conversation_id: str) -> int:
-    return (await owned_live_head(svc.store, caller, conversation_id)).seq
+async def _head(svc: Services, caller: Principal, conversation_id: str) -> Head:
+    return await owned_live_head(svc.store, caller, conversation_id)
 
 
 async def conversation_reader(
@@ -55,7 +55,7 @@ async def conversation_reader(
     only of a conversation of the caller's tenant. `also`: see `ViewReader.caught_up`."""
     point = validation.as_of(as_of)
     if point is None:
-        head = _head_seq(svc, caller, conversation_id)
+        head = _head(svc, caller, conversation_id)
         return await svc.reader.caught_up(conversation_id, head, also)
     if also is not None:
         also.clear()

@@ -101,7 +101,7 @@ async def delete_item(
 
     async def decide(head: Head) -> list[EventBase]:
         await check_owner(svc.store, caller, conversation_id, head)
-        view, reader = await svc.reader.caught_up(conversation_id, head.seq)
+        view, reader = await svc.reader.caught_up(conversation_id, head)
         if await reader.item(conversation_id, item_id) is None:
             raise not_found(f"Item with id '{item_id}' not found.")
         state["conversation"] = view.public()
