@@ -45,13 +45,6 @@ class OverlayViews:
                 found[key] = value
         return found
 
-    async def prefetch(self, keys: list[str]) -> None:
-        """Read `keys` from the store now, in one request, so the fold does not read
-        them one round trip at a time."""
-        stored = [k for k in keys if not self._local(k)]
-        if stored:
-            self.data.update(zip(stored, await self.base.get_many(stored), strict=True))
-
     async def write(self, changes: list[Change]) -> None:
         for change in changes:
             if isinstance(change, Put):

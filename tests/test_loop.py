@@ -19,6 +19,12 @@ def test_processes_run_on_uvloop() -> None:
     assert run_loop(_loop_module()).startswith("uvloop")
 
 
+def _fresh_process(code: str) -> list[str]:
+    """What `code` prints, run by a new Python process (as a convstore command starts)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
 def test_processes_collect_garbage_less_often() -> None:
     """run_loop raises the collector's thresholds and freezes what was alive before it
     (in a fresh process, as a convstore command starts)."""
@@ -28,9 +34,7 @@ def test_processes_collect_garbage_less_often() -> None:
         "async def main(): return (*gc.get_threshold(), gc.get_freeze_count())\n"
         "print(gc.get_threshold() == (700, 10, 10), *run_loop(main()))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
+    out = _fresh_process(probe)
     assert out[0] == "True"  # Python's defaults before
     assert tuple(map(int, out[1:4])) == GC_THRESHOLDS
     assert int(out[4]) > 10_000  # the imported modules' objects are frozen
@@ -62,7 +66,4 @@ def test_fastapi_telemetry_is_off_unless_asked_for() -> None:
         "for on in (False, True):\n"
         "    print(create_app(['nats://127.0.0.1:1'], telemetry=on)._native_telemetry.enabled())\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert out == ["False", "True"]
+    assert _fresh_process(probe) == ["False", "True"]
