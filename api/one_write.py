@@ -1,10 +1,12 @@
-"""A response's status line and headers written together with its first body part.
+"""A response's status line and headers written together with its body.
 
 uvicorn's httptools protocol writes the head as soon as the app sends
 `http.response.start`, and the body on the next message: two socket writes per
 response. On loopback each write is a system call that also wakes the client, and the
 two were ~40% of an API process's CPU under load (py-spy, 64 appends in flight); one
-write saves about a third of that. uvicorn has no setting for it, so the cycle class
+write saves about a third of that. Only a response of announced length is held (its body
+is ready when its head is sent); a stream's head goes out at once, as before, so a
+subscriber sees its 200 before the first event. uvicorn has no setting for it, so the cycle class
 its protocol instantiates is replaced by a subclass (`install`), only where it has the
 shape this was written against; otherwise uvicorn is left as it is.
 """
@@ -65,7 +67,10 @@ class OneWriteCycle(httptools_impl.RequestResponseCycle):  # type: ignore[misc]
                 await super().send(message)
             finally:
                 self.transport = transport
-            self._head = held.data
+            if self.chunked_encoding is False:  # a content-length: the body comes next
+                self._head = held.data
+            elif held.data:
+                transport.write(held.data)
             return
         if not self._head:
             await super().send(message)

@@ -757,3 +757,15 @@ async def test_an_unknown_event_type_in_the_log_breaks_no_read(client, http, nat
     # the conversation still takes writes and reads after it
     client.conversations.update(conversation_id=conv.id, metadata={"k": "w"})
     assert client.conversations.retrieve(conv.id).metadata == {"k": "w"}
+
+
+def test_a_live_subscription_answers_before_any_event(client, http, api_urls):
+    """The 200 and its headers come at once, not with the first event (which may be long
+    in coming): a subscriber knows it is subscribed."""
+    conv = client.conversations.create()
+    last = history(http, conv.id)[-1]["seq"]
+    url = f"{api_urls[0]}/v1/conversations/{conv.id}/events"
+    began = time.monotonic()
+    with Stream(url, headers={**SSE, "Last-Event-ID": str(last)}) as s:
+        assert s.response.status_code == 200
+        assert time.monotonic() - began < 2
