@@ -34,6 +34,7 @@ from api.auth import send_error
 from api.errors import NATS_DOWN, APIError, invalid, unavailable
 from api.keys import Principal
 from api.limits import read_body, replay
+from events.connection import cancel_for_sure
 from projections.store import open_bucket
 
 log = logging.getLogger("convstore.api")
@@ -287,10 +288,10 @@ class Idempotency:
         try:
             await self.app(scope, receive, capture)
         except BaseException:
-            heartbeat.cancel()
+            await cancel_for_sure(heartbeat)
             await claim.release()
             raise
-        heartbeat.cancel()
+        await cancel_for_sure(heartbeat)  # ended before the final record is written
         await claim.finish(capture)
         await capture.flush()
 

@@ -1,8 +1,10 @@
 """Connecting to NATS the same way in every process."""
 
 import asyncio
+import contextlib
 import logging
 import re
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -93,3 +95,15 @@ def fast_headers(nc: NATS) -> NATS:
     raw nats-py baseline keeps stock nats-py."""
     nc._parse_header_lines = parse_header_lines  # type: ignore[method-assign]
     return nc
+
+
+async def cancel_for_sure(task: "asyncio.Task[Any]") -> None:
+    """Cancel `task` and wait for its end. Cancelled again until it ends: on Python 3.11
+    `asyncio.wait_for` (nats-py's requests use it) returns its result instead of raising
+    when the cancellation comes as that result arrives, and a loop like the projector's
+    then carries on; awaiting it once would wait forever (seen in a rebuild's flip)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+    with contextlib.suppress(BaseException):
+        task.result()

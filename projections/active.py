@@ -10,7 +10,6 @@ could see the conversation in the old bucket and then miss its item in the new o
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 from contextvars import ContextVar
@@ -21,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from events.connection import cancel_for_sure
 from events.store import while_unavailable
 from projections.store import BUCKET, KVViews, open_bucket
 
@@ -77,9 +77,7 @@ class ActiveViews:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_for_sure(self._task)
 
     async def _refresh(self) -> None:
         generation = await current(self._meta)

@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from events.connection import connect, fast_headers
+from events.connection import cancel_for_sure, connect, fast_headers
 from events.history import History
 from events.schema import Event, Unrecognized, decode_lenient
 from events.store import EventStore, ensure_stream
@@ -54,18 +54,6 @@ def decode_batch(messages: list[Msg]) -> list[Event | Unrecognized]:
             log.error("unrecognized message at seq %d on %s", event.seq, m.subject)
         events.append(event)
     return events
-
-
-async def cancel_for_sure(task: "asyncio.Task[Any]") -> None:
-    """Cancel `task` and wait for its end. Cancelled again until it ends: on Python 3.11
-    `asyncio.wait_for` (nats-py's requests use it) returns its result instead of raising
-    when the cancellation comes as that result arrives, and a loop like the projector's
-    then carries on; awaiting it once would wait forever (seen in a rebuild's flip)."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=0.5)
-    with contextlib.suppress(BaseException):
-        task.result()
 
 
 async def close_quietly(closing: Awaitable[Any], timeout: float = 5.0) -> None:

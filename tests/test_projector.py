@@ -7,6 +7,7 @@ import random
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import commands
+from events.connection import cancel_for_sure
 from events.history import History
 from events.items import normalize_item
 from events.schema import (
@@ -20,7 +21,7 @@ from projections.fold import Folder
 from projections.reader import ViewReader
 from projections.rebuild import fold_log, rebuild
 from projections.store import BUCKET, KVViews, MemoryViews, open_bucket
-from projections.worker import Projector, cancel_for_sure, decode_batch, run_projector
+from projections.worker import Projector, decode_batch, run_projector
 
 
 async def kv_snapshot(js, bucket: str = BUCKET) -> dict[str, dict]:

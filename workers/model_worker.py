@@ -32,6 +32,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from events import response_stream
+from events.connection import cancel_for_sure
 from events.schema import (
     EventBase,
     ItemAdded,
@@ -75,9 +76,7 @@ class Speculation:
     builder: OutputBuilder
 
     async def drop(self) -> None:
-        self.call.cancel()
-        with contextlib.suppress(BaseException):
-            await self.call
+        await cancel_for_sure(self.call)
 
 
 @dataclass
@@ -159,7 +158,7 @@ class ModelWorker:
         except Done:
             pass
         finally:
-            heartbeat.cancel()
+            await cancel_for_sure(heartbeat)
         await msg.ack()
 
     async def _handle(self, request: ResponseRequested, delivered: Head | None = None) -> None:
@@ -244,9 +243,7 @@ class ModelWorker:
                     delivered = None  # a decision after a lost claim reads the head
                 finally:
                     for task in tasks:
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await task
+                        await cancel_for_sure(task)
                 if claim is not None:
                     return claim
         finally:
@@ -364,13 +361,9 @@ class ModelWorker:
         try:
             await asyncio.wait([call, watch], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            watch.cancel()
-            with contextlib.suppress(BaseException):
-                await watch
+            await cancel_for_sure(watch)
             if not call.done():  # cancelled (or this handler was): stop the upstream call now
-                call.cancel()
-                with contextlib.suppress(BaseException):
-                    await call
+                await cancel_for_sure(call)
         if call.cancelled():
             await self._finish_cancelled(request, builder.writer)
             return

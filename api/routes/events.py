@@ -2,7 +2,6 @@
 for audit, or as Server-Sent Events (history from a position, then live)."""
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from api.routes.conversations import list_object
 from api.services import Svc
 from api.tenancy import check_owner, conversation_not_found
 from events.asyncapi import asyncapi_schema
+from events.connection import cancel_for_sure
 from events.history import History, StoredEvent
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -66,9 +66,7 @@ async def stream(history: History, conversation_id: str | None, after: int) -> A
                 continue
             yield sse(event)
     finally:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        await cancel_for_sure(task)
 
 
 async def events_response(
