@@ -83,12 +83,10 @@ class Replies:
         self.next = 0
 
     async def ready(self) -> None:
-        failed = (
-            self.subscribed is not None
-            and self.subscribed.done()
-            and (self.subscribed.cancelled() or self.subscribed.exception() is not None)
-        )
-        if self.subscribed is None or failed:
+        task = self.subscribed
+        if task is not None and task.done() and not task.cancelled() and not task.exception():
+            return  # subscribed: the common case costs no shield and no future
+        if task is None or task.done():  # not started yet, or it failed: (again)
             self.subscribed = asyncio.ensure_future(self._subscribe())
         await asyncio.shield(self.subscribed)
 

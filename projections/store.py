@@ -21,7 +21,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from events import codec
-from events.direct import DirectGetUnavailable, TooManySubjects, direct_batch, replies
+from events.direct import DirectGetUnavailable, Replies, TooManySubjects, direct_batch, replies
 from events.ids import new_id
 from events.store import MAX_BATCH, WRONG_LAST_SEQUENCE, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
@@ -230,6 +230,7 @@ class KVViews:
         moved the stream on (a purge's markers), the sequence is read again and the write
         sent again once: the same values, in the same order."""
         prefix = f"$KV.{self.bucket}."
+        inbox = await replies(self.js._nc)
         for attempt in range(2):
             if self._last is None:
                 self._last = (await self.js.stream_info(self.stream)).state.last_seq
@@ -242,9 +243,7 @@ class KVViews:
                     }
                     if value is None:
                         headers["KV-Operation"] = "DEL"
-                    futures.append(
-                        await publish_acked(self.js._nc, prefix + key, value or b"", headers)
-                    )
+                    futures.append(await publish_acked(inbox, prefix + key, value or b"", headers))
                 # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation
                 # that comes as its future completes, and the projector then never stops.
                 async with asyncio.timeout(self.timeout):
@@ -311,13 +310,13 @@ class KVViews:
 
 
 async def publish_acked(
-    nc: NATS, subject: str, payload: bytes, headers: dict[str, str]
+    inbox: Replies, subject: str, payload: bytes, headers: dict[str, str]
 ) -> "asyncio.Future[int]":
-    """A JetStream publish whose acknowledgement is awaited later: sent once this returns
-    (so calls go out in call order); the future gives the stored sequence or the error.
-    (nats-py's `publish_async` never settles the future of a refused publish: its reply
-    handler calls `APIError.from_error`, which raises instead of returning.)"""
-    inbox = await replies(nc)
+    """A JetStream publish whose acknowledgement comes back to `inbox` (its connection's
+    shared one, fetched once per write, not per message) and is awaited later: sent once
+    this returns (so calls go out in call order); the future gives the stored sequence or
+    the error. (nats-py's `publish_async` never settles the future of a refused publish:
+    its reply handler calls `APIError.from_error`, which raises instead of returning.)"""
     future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     def settle(msg: Msg) -> None:
@@ -341,7 +340,7 @@ async def publish_acked(
     reply, token = inbox.open(settle)
     future.add_done_callback(lambda _: inbox.close(token))
     try:
-        await nc.publish(subject, payload, reply=reply, headers=headers)
+        await inbox.nc.publish(subject, payload, reply=reply, headers=headers)
     except BaseException:
         future.cancel()
         raise
