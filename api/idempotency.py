@@ -263,7 +263,9 @@ class Idempotency:
             )
             await send_error(err, scope, receive, send)
             return
-        body = await read_body(receive) or b""
+        body = await read_body(receive)
+        if body is None:  # the client went away mid-body: nothing to claim, run or store
+            return
         endpoint = _digest(scope["method"].encode(), scope["path"].encode(), key.encode())
         record_key = f"{principal.tenant}.{endpoint}"
         fingerprint = _digest(scope.get("query_string", b""), body)

@@ -323,3 +323,38 @@ async def test_streamed_and_oversized_answers_are_not_replayed_but_not_rerun(loc
         assert again.json()["error"]["code"] == "idempotency_response_unavailable"
     assert counter.calls == {"stream": 1, "big": 1}
     assert first.json()["pad"] == "x" * 5000
+
+
+async def test_a_body_cut_short_claims_nothing_and_runs_nothing(local):
+    """A client that goes away before its whole body arrived leaves no claim and no record
+    behind, so its retry with the whole body runs as a first request."""
+    counter, client, _ = local
+    headers = key()
+    messages = [{"type": "http.request", "body": b'{"par', "more_body": True}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/big",
+        "raw_path": b"/v1/big",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    await client._transport.app(scope, receive, send)
+    assert sent == [] and "big" not in counter.calls
+    whole = await client.post("/v1/big", content=b'{"part": 1}', headers=headers)
+    assert whole.status_code == 200 and whole.json()["n"] == 1
+    assert "idempotent-replayed" not in whole.headers
