@@ -38,6 +38,7 @@ def create_app(
     keys: KeyRing | None = None,
     limits: Limits | None = None,
     telemetry: bool = False,
+    queue_timeout: float = 60.0,
 ) -> FastAPI:
     """The API. `keys` None is open development mode: every request is tenant `default`
     with the admin role (the CLI allows that on loopback only). `telemetry`: FastAPI's
@@ -60,6 +61,7 @@ def create_app(
             reader=ViewReader(views, wait_timeout=read_wait_timeout, history=History(store)),
             ready_max_lag=ready_max_lag,
             limits=limits,
+            queue_timeout=queue_timeout,
         )
         app.state.idempotency = await open_store(
             js, replicas, limits.idempotency_ttl, nc.max_payload

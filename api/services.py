@@ -20,6 +20,9 @@ class Services:
     reader: ViewReader
     ready_max_lag: int
     limits: Limits = field(default_factory=Limits)
+    # Seconds a waited-for response may find no model worker alive before it fails
+    # (api/queue_timeout.py); 0 waits as long as it takes.
+    queue_timeout: float = 60.0
 
 
 async def services(request: Request) -> Services:

@@ -184,6 +184,7 @@ async def _serve_http(
         keys=keys,
         limits=settings.limits(),
         telemetry=settings.otel,
+        queue_timeout=settings.queue_timeout,
     )
     one_write.install()
     config = uvicorn.Config(

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Model map (JSON, or a JSON file's path): see workers/providers/registry.py. Empty:
     # every model is answered by the built-in `echo` test provider.
     models: str = ""
+    # Seconds a synchronous or streamed response may wait with no model worker alive
+    # before it fails instead of waiting forever (api/queue_timeout.py); 0 = forever.
+    queue_timeout: float = Field(60.0, ge=0)
     worker_concurrency: int = 16  # responses one model worker process runs at a time
     upstream_timeout: float = 120.0
     # Seconds before a response whose worker went silent goes to another worker (set when

@@ -16,7 +16,7 @@ import contextlib
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +105,22 @@ async def last_event(js: JetStreamContext, response_id: str) -> dict[str, Any] |
     except NotFoundError:
         return None
     return codec.loads(msg.data or b"{}")  # type: ignore[no-any-return]
+
+
+async def end_untaken(
+    nc: NATS, js: JetStreamContext, response_id: str, queued: dict[str, Any], final: dict[str, Any]
+) -> None:
+    """End the stream of a response no worker took (cancelled or failed while queued): its
+    `response.created` first when nothing was published yet (a stream must open with it:
+    the OpenAI SDK's stream helper refuses anything else), then the final event, unless
+    one is there already (a worker that found the response finished wrote it)."""
+    last = await last_event(js, response_id)
+    if last is not None and last.get("type") in TERMINAL_TYPES:
+        return
+    writer = StreamWriter(nc, js, response_id, (last or {}).get("sequence_number", -1) + 1)
+    if last is None:
+        await writer.emit("response.created", response=queued)
+    await writer.emit(f"response.{final['status']}", response=final)
 
 
 class StreamWriter:
@@ -256,7 +272,7 @@ class LiveEvents:
                 await self._sub.unsubscribe()
             self._sub = None
 
-    async def frames(self) -> AsyncIterator[list[Frame]]:
+    async def frames(self) -> AsyncGenerator[list[Frame], None]:
         """Batches of events in order, from the first to the terminal one."""
         expected = 0
         try:

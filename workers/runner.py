@@ -12,13 +12,14 @@ import logging
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.message import NatsMessage
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from events.connection import connect, fast_headers
 from events.history import History
 from events.response_stream import ensure_response_stream
 from events.store import EventStore, ensure_stream
-from events.subjects import MODEL_WORKERS, REQUESTS_FILTER, STREAM_NAME
+from events.subjects import MODEL_WORKERS, REQUESTS_FILTER, STREAM_NAME, WORKERS_ALIVE
 from projections.active import ActiveViews
 from projections.reader import ViewReader
 from projections.worker import close_quietly
@@ -88,10 +89,18 @@ async def run_model_worker(
     register_worker(broker, worker, concurrency)
     fast_headers(await broker.connect())
     await broker.start()
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(worker.name.encode())
+
+    # "Is a worker running?" (api/queue_timeout.py), answered while this one takes requests.
+    alive = await nc.subscribe(WORKERS_ALIVE, queue=MODEL_WORKERS, cb=answer)
     log.info("model worker %s taking responses (%d at a time)", worker.name, concurrency)
     try:
         await stop.wait()
     finally:
+        with contextlib.suppress(Exception):
+            await alive.unsubscribe()
         await close_quietly(broker.stop(), timeout=10.0)
         await views.stop()
         with contextlib.suppress(Exception):

@@ -6,8 +6,9 @@ A create waits for the response's streaming events on NATS, so any replica can a
 for any worker, and a stream can be resumed on another replica.
 """
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -17,11 +18,13 @@ from api import validation
 from api.auth import Caller, require_tenant
 from api.errors import APIError, invalid, not_found
 from api.keys import Principal
+from api.queue_timeout import fail_when_no_worker
 from api.response_params import ResponseParams, parse
 from api.routes.conversations import list_object
 from api.services import Services, Svc, client_ip, include_param
 from api.tenancy import check_owner
 from events import codec, commands, response_stream
+from events.connection import cancel_for_sure
 from events.ids import new_response_id, response_thread
 from events.response_stream import Frame
 from events.schema import Actor, EventBase, ResponseCancelled, ResponseDeleted, ResponseRequested
@@ -190,18 +193,38 @@ async def create_response(
     except BaseException:
         await live.close()
         raise
-    if p.stream:
-        return _streaming(live.frames())
     if p.background:
-        return view.public()
-    async for batch in live.frames():
-        for frame in batch:
-            if frame.type in response_stream.TERMINAL_TYPES:
-                event = frame.event()
-                if "response" in event:
-                    return dict(event["response"])
+        return _streaming(live.frames()) if p.stream else view.public()
+    frames = _watched(svc, view, live.frames())
+    if p.stream:
+        return _streaming(frames)
+    try:
+        async for batch in frames:
+            for frame in batch:
+                if frame.type in response_stream.TERMINAL_TYPES:
+                    event = frame.event()
+                    if "response" in event:
+                        return dict(event["response"])
+    finally:
+        await frames.aclose()
     _, view, _ = await _read(svc, caller, view.id)
     return view.public()
+
+
+async def _watched(
+    svc: Services, queued: ResponseView, frames: AsyncGenerator[list[Frame], None]
+) -> AsyncGenerator[list[Frame], None]:
+    """`frames`, while a watch fails the response if no model worker is alive to take it
+    (api/queue_timeout.py). The watch and the subscription end with the client's wait."""
+    every = svc.queue_timeout
+    watch = asyncio.create_task(fail_when_no_worker(svc, queued, every)) if every > 0 else None
+    try:
+        async for batch in frames:
+            yield batch
+    finally:
+        if watch is not None:
+            await cancel_for_sure(watch)
+        await frames.aclose()
 
 
 @router.get("/{response_id}", response_model=None)
@@ -278,11 +301,9 @@ async def cancel_response(
     view = await _cancel(svc, thread, response_id, decide)
     if seen and seen[0].status == "queued":
         # No worker holds it, so no worker will end its stream: say it here.
-        last = await response_stream.last_event(svc.js, response_id)
-        writer = response_stream.StreamWriter(
-            svc.nc, svc.js, response_id, (last or {}).get("sequence_number", -1) + 1
+        await response_stream.end_untaken(
+            svc.nc, svc.js, response_id, seen[0].public(), view.public()
         )
-        await writer.emit("response.cancelled", response=view.public())
     return view.public()
 
 
