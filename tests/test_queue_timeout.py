@@ -78,6 +78,11 @@ def test_no_worker_fails_sync_and_streamed_responses_and_a_late_worker_skips_the
     assert failure["actor"]["kind"] == "system"
     # A background response waits for a worker however long it takes.
     assert client.responses.retrieve(background.id).status == "queued"
+    # One cancelled while queued: its stream opens with response.created too.
+    cancelled = client.responses.create(model="m", input="never", background=True)
+    client.responses.cancel(cancelled.id)
+    replay = client.responses.retrieve(cancelled.id, stream=True)
+    assert [e.type for e in replay] == ["response.created", "response.cancelled"]
 
     worker = Service(["worker", "--nats-url", nats_url], tmp_path / "worker.log").start()
     try:
