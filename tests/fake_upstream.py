@@ -14,6 +14,7 @@ Every request body is recorded (`GET /_requests`), and so is how each stream end
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -74,6 +75,16 @@ def make_app() -> FastAPI:
                 status_code=429,
                 headers={"Retry-After": "0"},
             )
+        window = re.search(r"ctx(\d+)", str(body.get("model")))
+        chat = [m for m in body.get("messages", []) if m.get("role") != "system"]
+        if window and len(chat) > int(window.group(1)):
+            # A model whose window holds ctx<N> messages, refusing as OpenAI does (or, for
+            # models named *-vllm, as vLLM does: no `error` object, the status as `code`).
+            message = f"This model's maximum context length is {window.group(1)} messages."
+            if str(body.get("model")).endswith("-vllm"):
+                return JSONResponse({"object": "error", "message": message, "code": 400}, 400)
+            error = {"message": message, "code": "context_length_exceeded", "param": "messages"}
+            return JSONResponse({"error": error}, status_code=400)
         if "BADREQ" in text:
             return JSONResponse(
                 {"error": {"message": "bad prompt", "code": "invalid_prompt"}}, status_code=400

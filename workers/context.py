@@ -71,3 +71,25 @@ async def build_context(
     else:
         earlier = []
     return earlier + request_input
+
+
+def drop_oldest(context: list[dict[str, Any]], protected: int) -> list[dict[str, Any]] | None:
+    """`context` without the older half (at least one) of the items before its last
+    `protected` ones (the request's own input, never dropped): `truncation: "auto"` after
+    the upstream said the context does not fit. The cut moves on to where a user message
+    starts, so a tool call's output never stays without its call, nor a reply without its
+    question. None when nothing is left to drop.
+
+    Halving needs no tokenizer of the upstream's model: n earlier items cost at most
+    log2(n) + 1 refused calls, and what is kept is at least half of what fits."""
+    earlier = len(context) - protected
+    if earlier <= 0:
+        return None
+    cut = (earlier + 1) // 2
+    while cut < earlier and not _starts_a_turn(context[cut]):
+        cut += 1
+    return context[cut:]
+
+
+def _starts_a_turn(item: dict[str, Any]) -> bool:
+    return item.get("type", "message") == "message" and item.get("role") == "user"

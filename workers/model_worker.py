@@ -48,9 +48,9 @@ from events.subjects import conversation_subject
 from projections.reader import ViewReader
 from projections.responses import apply_response
 from projections.views import ConversationView, ResponseView
-from workers.context import ContextError, build_context
+from workers.context import ContextError, build_context, drop_oldest
 from workers.output import OutputBuilder
-from workers.providers.base import ModelCall, ProviderError
+from workers.providers.base import CONTEXT_EXCEEDED, ModelCall, ProviderError
 from workers.providers.registry import Registry
 from workers.thread_memory import ThreadMemory
 
@@ -401,18 +401,28 @@ class ModelWorker:
         self, request: ResponseRequested, context: list[dict[str, Any]], builder: OutputBuilder
     ) -> None:
         route = self.registry.route(request.model)
-        call = ModelCall(route.upstream_model, request.instructions, context, request.params)
-        delay = 0.5
-        for attempt in range(1, RETRIES + 1):
+        truncate = request.params.get("truncation") == "auto"
+        delay, attempt = 0.5, 1
+        while True:
+            call = ModelCall(route.upstream_model, request.instructions, context, request.params)
             try:
                 async for chunk in route.provider.stream(call):
                     await builder.add(chunk)
                 return
             except ProviderError as exc:
-                if not exc.retryable or builder.started or attempt == RETRIES:
+                if builder.started:
+                    raise
+                if exc.code == CONTEXT_EXCEEDED and truncate:
+                    shorter = drop_oldest(context, len(request.input))
+                    if shorter is None:
+                        raise
+                    context = shorter
+                    continue
+                if not exc.retryable or attempt == RETRIES:
                     raise
                 await asyncio.sleep(min(exc.retry_after or delay, 10.0))
                 delay *= 2
+                attempt += 1
 
     async def _complete(
         self, request: ResponseRequested, claim: Claim, builder: OutputBuilder

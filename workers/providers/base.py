@@ -47,6 +47,12 @@ class Finish:
 Chunk = TextDelta | ToolCallDelta | Usage | Finish
 
 
+# The code of an upstream's "the context does not fit the model's window" (OpenAI's; other
+# servers say it in words, see openai_chat._error): with `truncation: "auto"` the worker
+# drops the oldest items and calls again (workers/context.py drop_oldest).
+CONTEXT_EXCEEDED = "context_length_exceeded"
+
+
 class ProviderError(Exception):
     """An upstream failure, as the OpenAI error the response will carry."""
 

@@ -5,12 +5,14 @@ Responses items are translated to chat messages and the streamed chunks back.
 """
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from workers.providers.base import (
+    CONTEXT_EXCEEDED,
     Chunk,
     Finish,
     ModelCall,
@@ -126,7 +128,22 @@ def _error(status: int, text: str, retry_after: str | None) -> ProviderError:
         return ProviderError("rate_limit_exceeded", message, retryable=True, retry_after=wait)
     if status >= 500:
         return ProviderError("server_error", message, retryable=True)
-    return ProviderError(str(detail.get("code") or "invalid_prompt"), message, retryable=False)
+    code = detail.get("code")
+    if code == CONTEXT_EXCEEDED or (status in (400, 413) and _TOO_LONG.search(text)):
+        return ProviderError(CONTEXT_EXCEEDED, message, retryable=False)
+    # Some servers put the HTTP status in `code` (vLLM: 400): an OpenAI code is a string.
+    code = code if isinstance(code, str) and code else "invalid_prompt"
+    return ProviderError(code, message, retryable=False)
+
+
+# How OpenAI-compatible servers say that the prompt does not fit: vLLM, LiteLLM and
+# llama.cpp ("maximum context length", "context window", "exceeds the available context
+# size"), TGI and others ("too many tokens", "prompt is too long", "input is too long").
+_TOO_LONG = re.compile(
+    r"context[ _](length|window|size)|maximum context|too many (input )?tokens|"
+    r"(prompt|input) is too long",
+    re.IGNORECASE,
+)
 
 
 def parse_chunk(data: dict[str, Any]) -> list[Chunk]:
