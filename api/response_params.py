@@ -159,15 +159,24 @@ def _tools(value: Any) -> None:
                 f"{param}.type",
                 "missing_required_parameter",
             )
-        if tool["type"] == "function":
-            if not isinstance(tool.get("name"), str) or not tool["name"]:
-                raise invalid(
-                    f"Missing required parameter: '{param}.name'.",
-                    f"{param}.name",
-                    "missing_required_parameter",
-                )
-            if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
-                raise _wrong_type(f"{param}.parameters", "an object", tool["parameters"])
+        if tool["type"] != "function":
+            # Models are reached through Chat Completions, which has no built-in tools: a
+            # silently dropped web_search would have the model answer without searching.
+            raise invalid(
+                f"Tool type '{tool['type']}' is not supported by this server: only "
+                "'function' tools are (its models are reached through Chat Completions, "
+                "which has no built-in tools).",
+                f"{param}.type",
+                "invalid_value",
+            )
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise invalid(
+                f"Missing required parameter: '{param}.name'.",
+                f"{param}.name",
+                "missing_required_parameter",
+            )
+        if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
+            raise _wrong_type(f"{param}.parameters", "an object", tool["parameters"])
 
 
 def _tool_choice(value: Any) -> None:

@@ -43,6 +43,11 @@ def error(r: httpx.Response, status: int) -> dict[str, Any]:
             "tools[0].name",
             "missing_required_parameter",
         ),
+        (  # a built-in tool the Chat Completions upstreams cannot run: not silently dropped
+            {"model": "m", "input": "x", "tools": [{"type": "web_search"}]},
+            "tools[0].type",
+            "invalid_value",
+        ),
         ({"model": "m", "input": "x", "tool_choice": "sometimes"}, "tool_choice", "invalid_value"),
         ({"model": "m", "input": "x", "truncation": "middle"}, "truncation", "invalid_value"),
         ({"model": "m", "input": "x", "metadata": {"k": 1}}, "metadata.k", "invalid_type"),

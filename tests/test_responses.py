@@ -174,6 +174,28 @@ def test_streaming_events(client: OpenAI, client2: OpenAI):
     assert texts(items) == [("user", "Stream it"), ("assistant", deltas)]
 
 
+def test_settings_reach_the_upstream_under_chat_completions_names(
+    client: OpenAI, upstream_url: str
+):
+    t = token()
+    r = client.responses.create(
+        model=FAKE,
+        input=f"settings {t}",
+        temperature=0.5,
+        max_output_tokens=64,
+        reasoning={"effort": "low"},
+        text={"verbosity": "low"},
+    )
+    assert r.status == "completed" and r.reasoning is not None and r.reasoning.effort == "low"
+    (sent,) = upstream_calls(upstream_url, f"settings {t}")
+    assert sent["temperature"] == 0.5 and sent["max_tokens"] == 64
+    assert sent["reasoning_effort"] == "low" and sent["verbosity"] == "low"
+    plain = client.responses.create(model=FAKE, input=f"plain {t}")
+    (sent,) = upstream_calls(upstream_url, f"plain {t}")
+    assert "reasoning_effort" not in sent and "verbosity" not in sent
+    assert plain.reasoning is None or plain.reasoning.effort is None
+
+
 def test_function_tool_call_and_output(client: OpenAI, upstream_url: str):
     t = token()
     tools = [

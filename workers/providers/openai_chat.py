@@ -90,6 +90,12 @@ def to_body(call: ModelCall) -> dict[str, Any]:
             body[theirs] = p[ours]
     if "max_output_tokens" in p:
         body["max_tokens"] = p["max_output_tokens"]
+    effort = (p.get("reasoning") or {}).get("effort")
+    if isinstance(effort, str):  # reasoning models: Chat Completions' name for it
+        body["reasoning_effort"] = effort
+    verbosity = (p.get("text") or {}).get("verbosity")
+    if isinstance(verbosity, str):
+        body["verbosity"] = verbosity
     tools = [t for t in p.get("tools", []) if t.get("type") == "function"]
     if tools:
         body["tools"] = [
