@@ -5,6 +5,7 @@ request (asc) or `limit` small requests (desc), whatever the history's length.
 A follow is an ordered consumer: history from a position, then live.
 """
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ class StoredEvent:
         return {"object": "event", "seq": self.seq, **self.body()}
 
 
+MULTI_LAST_MAX = 1024  # subjects one batched direct get may match
+
+
 def subject_filter(conversation_id: str | None) -> str:
     return conversation_filter(conversation_id) if conversation_id else ALL_EVENTS
 
@@ -52,6 +56,27 @@ class History:
         except DirectGetUnavailable as exc:
             raise StoreUnavailable(str(exc)) from exc
         return [StoredEvent(m.seq, m.subject, m.data) for m in found]
+
+    async def last_seqs(self, subjects: list[str]) -> dict[str, int]:
+        """The position of the last message on each of `subjects` (literal subjects;
+        those without any are left out): batched direct gets of up to 1024 subjects
+        each, all sent at once."""
+        chunks = [subjects[i : i + MULTI_LAST_MAX] for i in range(0, len(subjects), MULTI_LAST_MAX)]
+        try:
+            batches = await asyncio.gather(
+                *(
+                    direct_batch(
+                        self.nc,
+                        STREAM_NAME,
+                        {"multi_last": chunk, "batch": MULTI_LAST_MAX},
+                        self.store.timeout,
+                    )
+                    for chunk in chunks
+                )
+            )
+        except DirectGetUnavailable as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return {msg.subject: msg.seq for found in batches for msg in found}
 
     async def page(
         self,

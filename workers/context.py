@@ -6,10 +6,12 @@ from typing import Any
 
 from events.history import History
 from events.ids import response_thread
-from events.store import EventStore
+from events.store import EventStore, Head
+from events.subjects import conversation_subject
 from projections.point_in_time import reader_as_of
 from projections.reader import ViewReader
 from projections.views import ResponseView
+from workers.chain_memory import ChainMemory
 
 MAX_CHAIN = 10_000
 
@@ -36,22 +38,80 @@ async def _turn(reader: ViewReader, store: EventStore, view: ResponseView) -> li
 
 
 async def previous_chain(
-    reader: ViewReader, store: EventStore, previous_id: str
+    reader: ViewReader,
+    store: EventStore,
+    previous_id: str,
+    memory: ChainMemory | None = None,
 ) -> list[dict[str, Any]]:
+    """Every turn of the chain ending with `previous_id`, oldest first. Turns in `memory`
+    are used once none of their threads is found deleted or erased (one batched read
+    for all); one that is gets forgotten and the walk done again, reading it."""
+    for _ in range(2):
+        turns, used = await _walk(reader, store, previous_id, memory)
+        if not used:
+            break
+        assert memory is not None
+        subjects = [conversation_subject(rid, t) for rid in used for t in AFTER_FINISH]
+        changed = {s.split(".", 2)[1] for s in await History(store).last_seqs(subjects)}
+        if not changed:
+            break
+        for rid in changed:  # deleted or erased since: read again (and refused, if gone)
+            memory.forget(rid)
+    else:
+        turns, _ = await _walk(reader, store, previous_id, None)
+    return [item for turn in reversed(turns) for item in turn]
+
+
+async def _walk(
+    reader: ViewReader, store: EventStore, previous_id: str, memory: ChainMemory | None
+) -> tuple[list[list[dict[str, Any]]], list[str]]:
+    """The chain's turns, newest first, and the ids of the remembered ones it used."""
     turns: list[list[dict[str, Any]]] = []
+    used: list[str] = []
     next_id: str | None = previous_id
     while next_id and len(turns) < MAX_CHAIN:
+        known = memory.get(next_id) if memory is not None else None
+        if known is not None:
+            used.append(next_id)
+            turns.append(known.items)
+            next_id = known.previous_id
+            continue
         # As of its thread's head (read-your-writes): the API checked that it finished, a
         # moment ago maybe, and the projector may not have folded that yet.
-        head = await store.head(response_thread(next_id))
+        thread = response_thread(next_id)
+        head = await store.head(thread)
         view, at = None, reader
-        if head is not None:
+        if head is not None and not _gone(head, thread == next_id):
             view, at = await reader.response_caught_up(next_id, head.seq)
         if view is None:
             raise ContextError(f"Previous response with id '{next_id}' not found.")
-        turns.append(await _turn(at, store, view))
+        turn = await _turn(at, store, view)
+        if memory is not None and remembered(view):
+            memory.put(next_id, view.previous_response_id, turn)
+        turns.append(turn)
         next_id = None if view.conversation_id else view.previous_response_id
-    return [item for turn in reversed(turns) for item in turn]
+    return turns, used
+
+
+def _gone(head: Head, own_thread: bool) -> bool:
+    """The thread ends with the response's erasure (or, on its own thread, deletion): its
+    view is gone and waiting for it would only time out."""
+    return head.event_type == "ConversationPurged" or (
+        own_thread and head.event_type == "ResponseDeleted"
+    )
+
+
+# What may follow a finished response on its own thread: its deletion or erasure. Either
+# makes a remembered turn stale (tests/test_chain_memory.py holds every other event type
+# to never following one).
+AFTER_FINISH = ("ResponseDeleted", "ConversationPurged")
+
+
+def remembered(view: ResponseView) -> bool:
+    """A turn that stays as it is until its response is deleted or erased: a finished
+    response of a thread of its own. A conversation's turn holds the conversation as of
+    then, which the conversation's deletion or erasure must stop too: it is read each time."""
+    return view.conversation_id is None and view.status in ("completed", "incomplete")
 
 
 async def build_context(
@@ -60,14 +120,16 @@ async def build_context(
     view: ResponseView,
     request_input: list[dict[str, Any]],
     items: list[dict[str, Any]] | None = None,
+    chains: ChainMemory | None = None,
 ) -> list[dict[str, Any]]:
-    """`items`: the conversation's items when the caller has just read them."""
+    """`items`: the conversation's items when the caller has just read them; `chains`:
+    the worker's memory of chain turns."""
     if items is not None:
         earlier = items
     elif view.conversation_id:
         earlier = await conversation_items(reader, view.conversation_id)
     elif view.previous_response_id:
-        earlier = await previous_chain(reader, store, view.previous_response_id)
+        earlier = await previous_chain(reader, store, view.previous_response_id, chains)
     else:
         earlier = []
     return earlier + request_input

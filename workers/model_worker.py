@@ -48,7 +48,8 @@ from events.subjects import conversation_subject
 from projections.reader import ViewReader
 from projections.responses import apply_response
 from projections.views import ConversationView, ResponseView
-from workers.context import ContextError, build_context, drop_oldest
+from workers.chain_memory import ChainMemory
+from workers.context import ContextError, build_context, drop_oldest, remembered
 from workers.output import OutputBuilder
 from workers.providers.base import CONTEXT_EXCEEDED, ModelCall, ProviderError
 from workers.providers.registry import Registry
@@ -134,6 +135,7 @@ class ModelWorker:
         self.name = name or worker_name()
         self.ack_wait = ack_wait
         self.memory = ThreadMemory()
+        self.chains = ChainMemory()
 
     async def handle(self, msg: Msg) -> None:
         """One delivery of a ResponseRequested event."""
@@ -318,7 +320,9 @@ class ModelWorker:
         problem: ContextError | None = None
         context: list[dict[str, Any]] | None = None
         try:
-            context = await build_context(self.reader, self.store, view, request.input, items)
+            context = await build_context(
+                self.reader, self.store, view, request.input, items, self.chains
+            )
         except ContextError as exc:
             problem = exc
         kept = spec.pop() if spec else None
@@ -461,6 +465,9 @@ class ModelWorker:
         if view is not None:
             kind = "response.incomplete" if incomplete else "response.completed"
             await builder.writer.emit(kind, response=view.public())
+            if remembered(view):  # the next turn of its chain may well come here
+                items = [*request.input, *output]
+                self.chains.put(rid, request.previous_response_id, items)
         if view is not None and claim.before is not None and claim.outcome_seq is not None:
             # Every event on the thread since `before` is known: remember the result.
             first = claim.outcome_seq
