@@ -153,11 +153,15 @@ def _response_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """Streamed responses beside the raw flow (the least NATS work of the same thing)."""
     raw = r.get("raw_flow") or {}
     rows: list[tuple[str, str, str, str, str]] = []
+    depth = (r.get("chain") or {}).get("depth") or ["?", "?"]
     for key, label in (
         ("conversation", "on a conversation"),
         ("no_conversation", "no conversation"),
+        ("chain", f"chain of {depth[0]}-{depth[1]} turns"),
     ):
-        series = r.get(key) or {}
+        series = r.get(key)
+        if series is None:
+            continue  # a run from before the series existed
         name = f"response, {label}"
         if "error" in series:
             rows.append((name, "error", series["error"][:60], "", ""))

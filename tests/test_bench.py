@@ -95,6 +95,10 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
         assert r[series]["responses_without_text_delta"] == 0
         assert r[series]["deltas_median"] == r["raw_flow"]["deltas"]
         assert r[series]["segments"]["responses_traced"] == sizes["responses"]
+    chain = r["chain"]
+    assert chain["first_delta"]["n"] == sizes["responses"]
+    assert chain["depth"] == [sizes["responses"], 2 * sizes["responses"] - 1]
+    assert 0 < chain["first_delta"]["p50_ms"] <= chain["completed"]["p50_ms"]
     assert r["in_flight"]["per_second"] > 0 and r["in_flight"]["errors"] == 0
     assert r["raw_flow"]["first_delta"]["p50_ms"] > 0
     assert r["raw_flow"]["in_flight"]["per_second"] > 0

@@ -14,7 +14,9 @@ Series, one request at a time (p50/p99 after warmup):
   conversation takes TURNS responses, then the next one is used (created beforehand), so
   the context the worker reads (every item of the conversation) stays small and the same
   whatever the number of requests;
-- `no_conversation`: a response of its own (a thread with just the request).
+- `no_conversation`: a response of its own (a thread with just the request);
+- `chain`: `previous_response_id` on a chain CHAIN_DEPTH turns deep (and deeper with each
+  measured request), whose earlier turns the worker gathers for the context.
 Then `in_flight`: 16 at a time (the model worker's default concurrency), each on its own
 conversation, for the window: responses/s and latencies under load.
 
@@ -35,6 +37,8 @@ from bench.procs import CpuMeter
 from bench.stats import summary
 
 TURNS = 10  # responses per conversation: its context grows to 2 * (TURNS - 1) items
+CHAIN_DEPTH = 200  # turns of the previous_response_id chain before its series is measured
+CHAIN_MEASURED = 200  # at most this many responses extend it, measured
 
 
 async def _conversations(ctx: Context, count: int) -> list[str]:
@@ -83,6 +87,32 @@ async def one_at_a_time(ctx: Context, on_conversation: bool) -> dict[str, Any]:
             name: round(share * wall / max(len(samples), 1) * 1000, 2)
             for name, share in cpu.shares.items()
         },
+    }
+
+
+async def on_chain(ctx: Context) -> dict[str, Any]:
+    """Responses continuing one `previous_response_id` chain already CHAIN_DEPTH turns
+    deep (fewer with --quick), one at a time: each request's context is every earlier
+    turn, which the worker must gather. Measured: up to CHAIN_MEASURED requests, each
+    extending the chain."""
+    measured = min(ctx.sizes.responses, CHAIN_MEASURED)
+    depth = min(ctx.sizes.responses, CHAIN_DEPTH)  # --quick: a shallow chain, a quick run
+    body = {"model": ctx.model, "input": response_input()}
+    samples: list[Streamed] = []
+    previous: str | None = None
+    async with load.http_client(ctx.base_url) as client:
+        for n in range(depth + measured):
+            step = await stream_response(client, {**body, "previous_response_id": previous})
+            if step.response_id is None:
+                raise HttpFailure("a streamed response named no response id")
+            previous = step.response_id
+            if n >= depth:
+                samples.append(step)
+    return {
+        "requests": len(samples),
+        "depth": [depth, depth + measured - 1],
+        "first_delta": summary([s.first_delta for s in samples if s.first_delta is not None]),
+        "completed": summary([s.completed for s in samples]),
     }
 
 
@@ -142,6 +172,8 @@ async def run(ctx: Context) -> dict[str, Any]:
     result["conversation"] = await _guarded(ctx, one_at_a_time(ctx, True))
     await ctx.settle()
     result["no_conversation"] = await _guarded(ctx, one_at_a_time(ctx, False))
+    await ctx.settle()
+    result["chain"] = await _guarded(ctx, on_chain(ctx))
     await ctx.settle()
     result["in_flight"] = await _guarded(ctx, in_flight(ctx))
     await ctx.settle()
