@@ -300,6 +300,7 @@ def _series(mode: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, Any] | 
             panels[f"streamed response, {label}"] = [
                 ("on a conversation", (r.get("conversation") or {}).get(figure)),
                 ("no conversation", (r.get("no_conversation") or {}).get(figure)),
+                ("previous_response_id chain", (r.get("chain") or {}).get(figure)),
                 ("raw NATS flow", raw.get(figure)),
             ]
         many = r.get("in_flight") or {}
