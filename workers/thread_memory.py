@@ -10,10 +10,10 @@ projector may not even have written yet. Anything else on the thread in between 
 the head and the request's `context_seq`, and the views are read as before.
 """
 
-import json
 from collections import OrderedDict
 from typing import Any
 
+from events import codec
 from events.schema import EventBase
 from projections.fold import Folder
 from projections.store import MemoryViews
@@ -68,7 +68,7 @@ class ThreadMemory:
             return
         keys = (item_key(conv.id, pos) for pos in range(conv.next_item_pos, after.next_item_pos))
         items = [*items, *(views.data[key] for key in keys if key in views.data)]
-        size = len(json.dumps(items, separators=(",", ":")))
+        size = len(codec.dumps(items))
         if size > self.budget // 4:
             return  # a huge conversation is read each turn rather than held
         self._known[conv.id] = (after, items, size)
