@@ -1,9 +1,10 @@
-"""Operator commands over the event log: history, tail, export, verify.
+"""Operator commands over the event log: history, tail, export, verify; and status
+(convstore/status.py).
 
 They only read: they never create or change the stream or the views (`tail` reads
-through an ephemeral consumer of its own). Exit codes: 0 done; 1 unknown conversation
-or a broken chain; 2 NATS unreachable, no event stream, or an output file that cannot be
-written; 130 Ctrl-C, 143 SIGTERM (`tail` exits 0 on both).
+through an ephemeral consumer of its own). Exit codes: 0 done; 1 unknown conversation,
+a broken chain, or (status) something wrong; 2 NATS unreachable, no event stream, or an
+output file that cannot be written; 130 Ctrl-C, 143 SIGTERM (`tail` exits 0 on both).
 """
 
 import argparse
@@ -28,6 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from tqdm import tqdm
 
+from convstore import status as status_command
 from convstore.loop import run_loop
 from convstore.settings import Settings
 from events.chain import Break, ChainVerifier
@@ -37,7 +39,7 @@ from events.store import EventStore, StoreUnavailable
 from events.subjects import STREAM_NAME, conversation_filter, conversation_subject, is_safe_id
 from projections.point_in_time import reader_as_of
 
-COMMANDS = ("history", "tail", "export", "verify")
+COMMANDS = ("history", "tail", "export", "verify", "status")
 PAGE = 1000
 TEXT_WIDTH = 60
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -119,6 +121,12 @@ def register(sub: Any) -> None:
     p.add_argument("--conversation", metavar="ID", help="only this conversation's events")
     p = add("verify", "check the hash chains of every conversation (or one)")
     p.add_argument("conversation_id", nargs="?")
+    p = add(
+        "status",
+        "show the log, how far the views trail it, the projector, the model workers and the "
+        "requests waiting for one; exit 1 when something is wrong",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of lines")
 
 
 # ---------------------------------------------------------------------------- one line per event
@@ -480,6 +488,7 @@ HANDLERS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
     "tail": tail,
     "export": export,
     "verify": verify,
+    "status": status_command.run,
 }
 
 

@@ -18,10 +18,6 @@ async def _report(exc: Exception) -> None:
     log.debug("NATS: %s", exc or type(exc).__name__)
 
 
-async def _disconnected() -> None:
-    log.warning("lost the NATS connection; reconnecting")
-
-
 async def _reconnected() -> None:
     log.warning("NATS connection restored")
 
@@ -70,6 +66,12 @@ async def connect(servers: list[str], name: str, timeout: float = 30.0) -> NATS:
     """Connect, retrying for at most `timeout` seconds while NATS starts; once connected,
     reconnect forever. (With unlimited reconnects nats-py retries a first connect forever
     too, hence the outer bound.)"""
+    client: list[NATS] = []
+
+    async def disconnected() -> None:
+        if not (client and (client[0].is_closed or client[0].is_draining)):  # not our close
+            log.warning("lost the NATS connection; reconnecting")
+
     try:
         nc = await asyncio.wait_for(
             nats.connect(
@@ -79,13 +81,14 @@ async def connect(servers: list[str], name: str, timeout: float = 30.0) -> NATS:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 error_cb=_report,
-                disconnected_cb=_disconnected,
+                disconnected_cb=disconnected,
                 reconnected_cb=_reconnected,
             ),
             timeout,
         )
     except TimeoutError:
         raise ConnectionError(f"NATS at {servers} not reachable within {timeout:.0f}s") from None
+    client.append(nc)
     return fast_headers(nc)
 
 

@@ -39,8 +39,8 @@ RESPONSE_STREAM_NAME = "CONVSTORE_RESPONSE_STREAMS"
 RESPONSE_STREAM_SUBJECTS = ["rstream.>"]
 REQUESTS_FILTER = "conv.*.response_requested"  # the model workers' queue
 MODEL_WORKERS = "model_workers"  # their shared durable consumer
-# Every model worker answers requests here (core NATS, one queue group): "no responders"
-# means no worker is running (api/queue_timeout.py).
+# Every model worker answers requests here (core NATS, each one: `convstore status` lists
+# them); "no responders" means no worker is running (api/queue_timeout.py).
 WORKERS_ALIVE = "_CONVSTORE.workers.alive"
 
 

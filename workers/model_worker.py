@@ -136,9 +136,17 @@ class ModelWorker:
         self.ack_wait = ack_wait
         self.memory = ThreadMemory()
         self.chains = ChainMemory()
+        self.running = 0  # deliveries being handled now (convstore status shows it)
 
     async def handle(self, msg: Msg) -> None:
         """One delivery of a ResponseRequested event."""
+        self.running += 1
+        try:
+            await self._delivery(msg)
+        finally:
+            self.running -= 1
+
+    async def _delivery(self, msg: Msg) -> None:
         request = decode(msg.data, msg.metadata.sequence.stream)
         if not isinstance(request, ResponseRequested):
             await msg.ack()

@@ -7,7 +7,9 @@ and acked only when the outcome is in the log (or there is nothing to do).
 
 import asyncio
 import contextlib
+import json
 import logging
+from datetime import UTC, datetime
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
@@ -90,11 +92,21 @@ async def run_model_worker(
     fast_headers(await broker.connect())
     await broker.start()
 
-    async def answer(msg: Msg) -> None:
-        await msg.respond(worker.name.encode())
+    since = datetime.now(UTC).isoformat(timespec="seconds")
 
-    # "Is a worker running?" (api/queue_timeout.py), answered while this one takes requests.
-    alive = await nc.subscribe(WORKERS_ALIVE, queue=MODEL_WORKERS, cb=answer)
+    async def answer(msg: Msg) -> None:
+        about = {
+            "name": worker.name,
+            "running": worker.running,
+            "concurrency": concurrency,
+            "since": since,
+        }
+        await msg.respond(json.dumps(about).encode())
+
+    # "Is a worker running?" (api/queue_timeout.py, which takes the first answer), and
+    # "which ones?" (convstore status, which collects them all): answered while this one
+    # takes requests.
+    alive = await nc.subscribe(WORKERS_ALIVE, cb=answer)
     log.info("model worker %s taking responses (%d at a time)", worker.name, concurrency)
     try:
         await stop.wait()
