@@ -3,8 +3,9 @@ far behind are the views, does a projector hold the lease, are model workers run
 is anything waiting for one. Read-only: it creates nothing (a bucket or consumer that is
 missing is reported as such).
 
-Exit 0 when nothing is wrong, 1 with the problems listed (no projector, views lagging,
-requests waiting with no worker running), 2 when NATS or the log cannot be read.
+Exit 0 when nothing is wrong, 1 with the problems listed (no projector, views more than
+CONVSTORE_READY_MAX_LAG events behind, requests waiting with no worker running), 2 when
+NATS or the log cannot be read.
 """
 
 import argparse
@@ -18,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from convstore.settings import Settings
 from events.subjects import MODEL_WORKERS, RESPONSE_STREAM_NAME, STREAM_NAME, WORKERS_ALIVE
 from projections.active import META_BUCKET, POINTER_KEY
 from projections.leader import LEASE_KEY, LEASE_TTL
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
     from convstore.audit import Context
 
 WORKERS_WAIT = 0.5  # seconds to collect the workers' answers
-MAX_LAG = 1000  # events the views may trail the log before it counts as a problem
 
 
 async def gather(nc: NATS, js: JetStreamContext) -> dict[str, Any]:
@@ -69,7 +70,9 @@ async def gather(nc: NATS, js: JetStreamContext) -> dict[str, Any]:
     return out
 
 
-def problems(status: dict[str, Any], max_lag: int = MAX_LAG) -> list[str]:
+def problems(status: dict[str, Any], max_lag: int) -> list[str]:
+    """What is wrong: no projector (or a stale lease), views more than `max_lag` events
+    behind, requests waiting with no worker running."""
     found = []
     projector = status["projector"]
     if projector is None:
@@ -124,7 +127,7 @@ def render(status: dict[str, Any]) -> list[str]:
 
 async def run(ctx: "Context", args: argparse.Namespace) -> int:
     status = await gather(ctx.nc, ctx.js)
-    found = problems(status)
+    found = problems(status, Settings().ready_max_lag)  # the API's /readyz bound
     if args.json:
         print(json.dumps({**status, "problems": found}, indent=2))
     else:
