@@ -143,7 +143,8 @@ def drop_oldest(context: list[dict[str, Any]], protected: int) -> list[dict[str,
     question. None when nothing is left to drop.
 
     Halving needs no tokenizer of the upstream's model: n earlier items cost at most
-    log2(n) + 1 refused calls, and what is kept is at least half of what fits."""
+    log2(n) + 1 refused calls, and what is kept is within a factor of two of what fits
+    (give or take a turn)."""
     earlier = len(context) - protected
     if earlier <= 0:
         return None
