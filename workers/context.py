@@ -1,6 +1,8 @@
 """What the model sees: the conversation so far, or the chain of previous responses,
 then this request's input. Instructions are the request's own (OpenAI does not
-carry them over from a previous response)."""
+carry them over from a previous response). A chain's turns come from the worker's
+memory where it can vouch for them (workers/chain_memory.py); `drop_oldest` shortens a
+context the upstream refused, for `truncation: "auto"`."""
 
 from typing import Any
 
