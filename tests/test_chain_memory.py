@@ -12,7 +12,8 @@ from openai import OpenAI
 
 from events.connection import connect
 from events.history import History
-from events.schema import EVENT_TYPES
+from events.purge import purge
+from events.schema import EVENT_TYPES, Actor
 from events.store import EventStore, Head
 from projections.active import ActiveViews
 from projections.reader import ViewReader
@@ -118,6 +119,21 @@ async def test_a_deleted_turn_is_not_taken_from_memory(
     before = store.heads
     assert len(await previous_chain(reader, store, chain[0].id, memory)) == 2
     assert store.heads == before
+
+
+async def test_an_erased_turn_is_not_taken_from_memory(
+    client: OpenAI, walker: tuple[ViewReader, CountingStore]
+) -> None:
+    """Erasure (GDPR): what a worker remembers of a purged response never reaches a model."""
+    reader, store = walker
+    chain = _chain(client, 3)
+    memory = ChainMemory()
+    remembered = await previous_chain(reader, store, chain[-1].id, memory)
+    assert "t0" in str(remembered)
+    await purge(store, chain[0].id, Actor(id="dpo", kind="system"))
+    with pytest.raises(ContextError, match=chain[0].id):
+        await previous_chain(reader, store, chain[-1].id, memory)
+    assert memory.get(chain[0].id) is None
 
 
 def test_memory_stays_within_its_budget() -> None:
