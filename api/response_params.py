@@ -183,6 +183,19 @@ def _tool_choice(value: Any) -> None:
     if value is None or value in ("none", "auto", "required"):
         return
     if isinstance(value, dict) and isinstance(value.get("type"), str):
+        if value["type"] != "function":  # as with `tools`: not silently dropped
+            raise invalid(
+                f"Tool choice type '{value['type']}' is not supported by this server: only "
+                "'function' is (its models are reached through Chat Completions).",
+                "tool_choice.type",
+                "invalid_value",
+            )
+        if not isinstance(value.get("name"), str) or not value["name"]:
+            raise invalid(
+                "Missing required parameter: 'tool_choice.name'.",
+                "tool_choice.name",
+                "missing_required_parameter",
+            )
         return
     raise invalid(
         f"Invalid value: '{value}'. Supported values are: 'none', 'auto', and 'required', "

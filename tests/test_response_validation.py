@@ -49,6 +49,16 @@ def error(r: httpx.Response, status: int) -> dict[str, Any]:
             "invalid_value",
         ),
         ({"model": "m", "input": "x", "tool_choice": "sometimes"}, "tool_choice", "invalid_value"),
+        (
+            {"model": "m", "input": "x", "tool_choice": {"type": "web_search_preview"}},
+            "tool_choice.type",
+            "invalid_value",
+        ),
+        (
+            {"model": "m", "input": "x", "tool_choice": {"type": "function"}},
+            "tool_choice.name",
+            "missing_required_parameter",
+        ),
         ({"model": "m", "input": "x", "truncation": "middle"}, "truncation", "invalid_value"),
         ({"model": "m", "input": "x", "metadata": {"k": 1}}, "metadata.k", "invalid_type"),
         (

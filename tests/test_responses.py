@@ -196,6 +196,19 @@ def test_settings_reach_the_upstream_under_chat_completions_names(
     assert plain.reasoning is None or plain.reasoning.effort is None
 
 
+def test_a_named_function_choice_reaches_the_upstream(client: OpenAI, upstream_url: str):
+    t = token()
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    client.responses.create(
+        model=FAKE,
+        input=f"choose {t}",
+        tools=[tool],
+        tool_choice={"type": "function", "name": "get_weather"},
+    )
+    (sent,) = upstream_calls(upstream_url, f"choose {t}")
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+
+
 def test_function_tool_call_and_output(client: OpenAI, upstream_url: str):
     t = token()
     tools = [
