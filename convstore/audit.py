@@ -30,6 +30,7 @@ from nats.js.errors import NotFoundError
 from tqdm import tqdm
 
 from convstore import status as status_command
+from convstore.embedded_nats import embedded_url
 from convstore.loop import run_loop
 from convstore.settings import Settings
 from events.chain import Break, ChainVerifier
@@ -565,11 +566,16 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not settings.nats_urls:
-        print(
-            f"convstore {args.command}: --nats-url (or CONVSTORE_NATS_URL) needed", file=sys.stderr
-        )
-        return EXIT_ERROR
+    if not settings.nats_urls:  # next to `convstore serve`: its embedded server
+        url = embedded_url(settings.data_dir)
+        if url is None:
+            print(
+                f"convstore {args.command}: --nats-url (or CONVSTORE_NATS_URL) needed, or a "
+                f"`convstore serve` data dir ({settings.data_dir}; CONVSTORE_DATA_DIR)",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        settings = settings.model_copy(update={"nats_url": url})
     try:
         return run_loop(_run(settings, args))
     except Failed as exc:

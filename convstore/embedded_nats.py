@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import re
 import shutil
 import signal
 import socket
@@ -55,6 +56,18 @@ def write_config(data_dir: Path, port: int, sync_always: bool, extra: str = "") 
         f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n{extra}'
     )
     return conf
+
+
+def embedded_url(data_dir: Path) -> str | None:
+    """The URL of the embedded server `convstore serve` runs (or last ran) on `data_dir`,
+    from the config it wrote; None when there is none. Lets the operator commands find it
+    without being told its port (a free one, chosen at each start)."""
+    try:
+        config = (data_dir / "nats-server.conf").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^listen: (\S+)$", config, re.MULTILINE)
+    return f"nats://{found.group(1)}" if found else None
 
 
 class EmbeddedNats:

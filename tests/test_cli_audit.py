@@ -14,13 +14,14 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 from openai import OpenAI
 
-from convstore.embedded_nats import free_port
+from convstore.embedded_nats import free_port, write_config
 from events import commands
 from events.chain import ChainVerifier, digest, seal
 from events.ids import new_id
@@ -223,6 +224,18 @@ def test_no_event_stream_is_an_error(fresh_nats: str) -> None:
     result = convstore("verify", "--nats-url", fresh_nats)
     assert result.returncode == 2
     assert "no event stream CONVSTORE" in result.stderr
+
+
+def test_without_a_url_the_serve_data_dirs_server_is_used(fresh_nats: str, tmp_path: Path) -> None:
+    """Next to `convstore serve` (its data dir), no URL is needed: the port comes from the
+    config the embedded server was started with."""
+    port = int(fresh_nats.rsplit(":", 1)[1])
+    write_config(tmp_path, port, sync_always=False)
+    result = convstore("verify", CONVSTORE_DATA_DIR=str(tmp_path))
+    assert result.returncode == 2  # it reached that server, which has no log yet
+    assert f"no event stream CONVSTORE at {fresh_nats}" in result.stderr
+    nowhere = convstore("verify", CONVSTORE_DATA_DIR=str(tmp_path / "none"))
+    assert nowhere.returncode == 2 and "--nats-url (or CONVSTORE_NATS_URL) needed" in nowhere.stderr
 
 
 # ---------------------------------------------------------------------------- export
