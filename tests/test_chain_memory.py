@@ -102,38 +102,28 @@ async def test_a_remembered_chain_is_walked_without_reading_a_turn(
     assert await _turn(reader, store, view) == [*requested["input"], *completed["output"]]
 
 
-async def test_a_deleted_turn_is_not_taken_from_memory(
-    client: OpenAI, walker: tuple[ViewReader, CountingStore]
+@pytest.mark.parametrize("how", ["deleted", "erased"])
+async def test_a_removed_turn_is_not_taken_from_memory(
+    client: OpenAI, walker: tuple[ViewReader, CountingStore], how: str
 ) -> None:
+    """A deleted response, or an erased one (GDPR): what a worker remembers of it never
+    reaches a model; the rest of the chain is still remembered."""
     reader, store = walker
     chain = _chain(client, 4)
     memory = ChainMemory()
-    await previous_chain(reader, store, chain[-1].id, memory)
-    client.responses.delete(chain[1].id)
+    assert "t1" in str(await previous_chain(reader, store, chain[-1].id, memory))
+    if how == "deleted":
+        client.responses.delete(chain[1].id)
+    else:
+        await purge(store, chain[1].id, Actor(id="dpo", kind="system"))
     with pytest.raises(ContextError, match=chain[1].id):
         await previous_chain(reader, store, chain[-1].id, memory)
     with pytest.raises(ContextError, match=chain[1].id):  # the same without memory
         await previous_chain(reader, store, chain[-1].id)
     assert memory.get(chain[1].id) is None
-    # The rest of the chain is still remembered and used.
     before = store.heads
     assert len(await previous_chain(reader, store, chain[0].id, memory)) == 2
     assert store.heads == before
-
-
-async def test_an_erased_turn_is_not_taken_from_memory(
-    client: OpenAI, walker: tuple[ViewReader, CountingStore]
-) -> None:
-    """Erasure (GDPR): what a worker remembers of a purged response never reaches a model."""
-    reader, store = walker
-    chain = _chain(client, 3)
-    memory = ChainMemory()
-    remembered = await previous_chain(reader, store, chain[-1].id, memory)
-    assert "t0" in str(remembered)
-    await purge(store, chain[0].id, Actor(id="dpo", kind="system"))
-    with pytest.raises(ContextError, match=chain[0].id):
-        await previous_chain(reader, store, chain[-1].id, memory)
-    assert memory.get(chain[0].id) is None
 
 
 def test_memory_stays_within_its_budget() -> None:
