@@ -5,7 +5,6 @@ request (asc) or `limit` small requests (desc), whatever the history's length.
 A follow is an ordered consumer: history from a position, then live.
 """
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from events.direct import DirectGetUnavailable, direct_batch
+from events.direct import DirectGetUnavailable, direct_batch, direct_last
 from events.store import EventStore, StoreUnavailable
 from events.subjects import ALL_EVENTS, STREAM_NAME, conversation_filter
 
@@ -34,9 +33,6 @@ class StoredEvent:
     def public(self) -> dict[str, Any]:
         """The API's event object: the stored event plus its position."""
         return {"object": "event", "seq": self.seq, **self.body()}
-
-
-MULTI_LAST_MAX = 1024  # subjects one batched direct get may match
 
 
 def subject_filter(conversation_id: str | None) -> str:
@@ -59,24 +55,12 @@ class History:
 
     async def last_seqs(self, subjects: list[str]) -> dict[str, int]:
         """The position of the last message on each of `subjects` (literal subjects;
-        those without any are left out): batched direct gets of up to 1024 subjects
-        each, all sent at once."""
-        chunks = [subjects[i : i + MULTI_LAST_MAX] for i in range(0, len(subjects), MULTI_LAST_MAX)]
+        those without any are left out)."""
         try:
-            batches = await asyncio.gather(
-                *(
-                    direct_batch(
-                        self.nc,
-                        STREAM_NAME,
-                        {"multi_last": chunk, "batch": MULTI_LAST_MAX},
-                        self.store.timeout,
-                    )
-                    for chunk in chunks
-                )
-            )
+            found = await direct_last(self.nc, STREAM_NAME, subjects, self.store.timeout)
         except DirectGetUnavailable as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return {msg.subject: msg.seq for found in batches for msg in found}
+        return {subject: msg.seq for subject, msg in found.items()}
 
     async def page(
         self,

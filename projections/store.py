@@ -21,7 +21,14 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from events import codec
-from events.direct import DirectGetUnavailable, Replies, TooManySubjects, direct_batch, replies
+from events.direct import (
+    DirectGetUnavailable,
+    Replies,
+    TooManySubjects,
+    direct_batch,
+    direct_last,
+    replies,
+)
 from events.ids import new_id
 from events.store import MAX_BATCH, WRONG_LAST_SEQUENCE, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
@@ -160,17 +167,16 @@ class KVViews:
         if self._unacked:
             await self.flush()
         prefix = f"$KV.{self.bucket}."
+        try:
+            msgs = await direct_last(
+                self.js._nc, self.stream, [prefix + k for k in keys], self.timeout
+            )
+        except DirectGetUnavailable as exc:
+            raise nats.errors.TimeoutError from exc
         found: dict[str, dict[str, Any] | None] = {}
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start : start + 1000]
-            request = {"multi_last": [prefix + k for k in chunk], "batch": len(chunk)}
-            try:
-                msgs = await direct_batch(self.js._nc, self.stream, request, self.timeout)
-            except DirectGetUnavailable as exc:
-                raise nats.errors.TimeoutError from exc
-            for m in msgs:
-                live = m.headers.get("KV-Operation") not in ("DEL", "PURGE") and m.data
-                found[m.subject.removeprefix(prefix)] = codec.loads(m.data) if live else None
+        for m in msgs.values():
+            live = m.headers.get("KV-Operation") not in ("DEL", "PURGE") and m.data
+            found[m.subject.removeprefix(prefix)] = codec.loads(m.data) if live else None
         return [found.get(k) for k in keys]
 
     async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None:
