@@ -1,3 +1,4 @@
+import logging
 import random
 import time
 
@@ -64,3 +65,12 @@ async def test_our_connections_parse_headers_fast(nats_url):
         assert msg.headers == {"Nats-Msg-Id": "abc", "K": "v w"}
     finally:
         await nc.close()
+
+
+async def test_closing_our_own_connection_is_not_reported_as_a_lost_one(nats_url, caplog):
+    """Every audit command closed its connection at exit and logged 'lost the NATS
+    connection; reconnecting' while doing so."""
+    nc = await connect([nats_url], "test-close")
+    with caplog.at_level(logging.WARNING, logger="convstore.nats"):
+        await nc.close()
+    assert "lost the NATS connection" not in caplog.text
