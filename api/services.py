@@ -9,6 +9,7 @@ from nats.js import JetStreamContext
 
 from api.limits import Limits
 from events.store import EventStore
+from projections.page_hints import PageHints
 from projections.reader import ViewReader
 
 
@@ -23,6 +24,8 @@ class Services:
     # Seconds a waited-for response may find no model worker alive before it fails
     # (api/queue_timeout.py); 0 waits as long as it takes.
     queue_timeout: float = 60.0
+    # Where the next page of a conversation probably lies (projections/page_hints.py).
+    page_hints: PageHints = field(default_factory=PageHints)
 
 
 async def services(request: Request) -> Services:

@@ -7,14 +7,15 @@ acknowledged view writes), come in on one shared inbox per connection (`replies`
 """
 
 import asyncio
-import json
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+
+from events import codec
 
 
 class DirectGetUnavailable(Exception):
@@ -131,13 +132,59 @@ async def direct_batch(nc: NATS, stream: str, request: dict[str, Any], timeout: 
     batch = _Batch()
     reply, token = inbox.open(batch.add)
     try:
-        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=reply)
-        await asyncio.wait_for(batch.done, timeout)
+        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", codec.dumps(request), reply=reply)
+        await _within(batch.done, timeout)
         return batch.out
-    except TimeoutError as exc:
-        raise DirectGetUnavailable("direct get timed out") from exc
     finally:
         inbox.close(token)
+
+
+async def direct_get(
+    nc: NATS, stream: str, request: dict[str, Any], timeout: float
+) -> DirectMsg | None:
+    """The one message a plain direct get names (e.g. `{"last_by_subj": ...}`), None when
+    there is none. Through the shared inbox: nats-py's own request (a random token, a
+    future in its map and a wait_for task per call) cost more than the server's work."""
+    if not nc.is_connected:
+        raise DirectGetUnavailable("not connected to NATS")
+    inbox = await replies(nc)
+    answer: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+    def got(msg: Msg) -> None:
+        if not answer.done():
+            answer.set_result(msg)
+
+    reply, token = inbox.open(got)
+    try:
+        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", codec.dumps(request), reply=reply)
+        msg = await _within(answer, timeout)
+    finally:
+        inbox.close(token)
+    headers = msg.headers or {}
+    status = headers.get("Status")
+    if status == "404":
+        return None
+    if status:
+        raise DirectGetUnavailable(f"direct get answered {status} {headers.get('Description', '')}")
+    return DirectMsg(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data, headers)
+
+
+T = TypeVar("T")
+
+
+async def _within(answer: "asyncio.Future[T]", timeout: float) -> T:
+    """`answer`, or DirectGetUnavailable after `timeout` seconds: a timer, where
+    asyncio.wait_for (Python 3.11) starts a task per call."""
+
+    def expire() -> None:
+        if not answer.done():
+            answer.set_exception(DirectGetUnavailable("direct get timed out"))
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        return await answer
+    finally:
+        timer.cancel()
 
 
 LAST_PER_REQUEST = 1000  # literal subjects per multi_last request (the server answers 1024)

@@ -19,10 +19,11 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg, StorageType, StreamConfig
+from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
 from events.chain import GENESIS, seal
+from events.direct import DirectGetUnavailable, DirectMsg, direct_get
 from events.ids import new_id
 from events.schema import ConversationCreated, Event, EventBase, decode
 from events.subjects import (
@@ -173,12 +174,12 @@ class EventStore:
             prev = headers.get("Nats-Expected-Last-Subject-Sequence")
             alone = "Nats-Batch-Id" not in headers
             return Head(
-                msg.seq or 0,
+                msg.seq,
                 headers.get("Nats-Msg-Id", ""),
                 sys.intern(headers["Convstore-Event-Type"]),
                 headers["Convstore-Hash"],
                 _interned(headers.get(TENANT_HEADER)),
-                msg.data or b"",
+                msg.data,
                 int(prev) if alone and prev and prev.isdigit() else None,
             )
         # Written by something else than this store: read what it says, leniently (an
@@ -190,7 +191,7 @@ class EventStore:
         if not isinstance(body, dict):
             body = {}
         return Head(
-            msg.seq or 0,
+            msg.seq,
             str(body.get("id", "")),
             str(body.get("type", "")),
             str(body.get("hash", "")),
@@ -198,7 +199,7 @@ class EventStore:
 
     async def last_event(self, conversation_id: str) -> Event | None:
         msg = await self._last(conversation_filter(conversation_id))
-        return decode(msg.data or b"", msg.seq or 0) if msg is not None else None
+        return decode(msg.data, msg.seq) if msg is not None else None
 
     async def creation(self, conversation_id: str) -> ConversationCreated | None:
         """The event that created a conversation (one per conversation, so the last one)."""
@@ -206,29 +207,26 @@ class EventStore:
         msg = await self._last(subject)
         if msg is None:
             return None
-        event = decode(msg.data or b"", msg.seq or 0)
+        event = decode(msg.data, msg.seq)
         return event if isinstance(event, ConversationCreated) else None
 
     async def last_seq(self) -> int:
         """The sequence of the newest event of any conversation (0 for an empty log)."""
         msg = await self._last(ALL_EVENTS)
-        return msg.seq or 0 if msg is not None else 0
+        return msg.seq if msg is not None else 0
 
     def _check_connected(self) -> None:
         """Fail fast while disconnected instead of waiting for a request to time out."""
         if not self.nc.is_connected:
             raise StoreUnavailable("not connected to NATS")
 
-    async def _last(self, subject: str) -> RawStreamMsg | None:
+    async def _last(self, subject: str) -> DirectMsg | None:
+        """The newest message on `subject` (a filter), by one direct get."""
         self._check_connected()
         try:
-            return await self.js.get_last_msg(STREAM_NAME, subject, direct=True)
-        except NotFoundError:
-            return None
-        except Exception as exc:
-            if _unavailable(exc):
-                raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
-            raise
+            return await direct_get(self.nc, STREAM_NAME, {"last_by_subj": subject}, self.timeout)
+        except DirectGetUnavailable as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def append(
         self,

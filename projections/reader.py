@@ -58,6 +58,8 @@ class CursorNotFound(Exception):
 class Page:
     data: list[dict[str, Any]]
     has_more: bool
+    last_pos: int | None = None  # the position of data's last row (the next page's cursor)
+    more_pos: int | None = None  # the position of the row after it (has_more), if any
 
 
 class ViewReader:
@@ -127,10 +129,12 @@ class ViewReader:
         one event short of it (a read right after a one-event write), that event is
         folded from the head's own bytes: no read of the log at all.
 
-        `also`: keys of this conversation the caller will read next (a page's cursor),
-        read in the same point-in-time request as the view; their values are filled in
-        when the stored view is the answer, and the keys are removed otherwise (the
-        returned reader must then be asked)."""
+        `also`: keys of this conversation the caller will read next (a page's cursor and
+        items), read in the same point-in-time request as the view; their values are
+        filled in when the stored view is the answer, and the keys are removed otherwise:
+        the returned reader must then be asked, and when it folded events on top of the
+        stored views it answers them from memory (the stored values with the fold on
+        top: the state at the head, no further read)."""
         if self._pin:
             self._pin()  # before the task below, which inherits this context
         key = conversation_key(conversation_id)
@@ -152,14 +156,15 @@ class ViewReader:
         if also is not None:
             also.clear()
         if view is not None and view.last_seq >= min_seq:
-            if also is not None:
+            if extra:
                 also.update(zip(extra, raws[1:], strict=True))
             return view, self
         reader = None
+        seed = {key: raw, **dict(zip(extra, raws[1:], strict=True))} if extra else {key: raw}
         if head is not None and view is not None and head.data and head.prev_seq == view.last_seq:
-            reader = await self._fold_head(key, raw, head)
+            reader = await self._fold_head(seed, head)
         if reader is None:
-            reader = await self._fold_tail(conversation_id, key, raw, min_seq)
+            reader = await self._fold_tail(conversation_id, key, raw, min_seq, seed)
         if reader is not None:
             folded = await reader.conversation(conversation_id)
             if folded is not None and folded.last_seq >= min_seq:
@@ -181,7 +186,7 @@ class ViewReader:
         view = ResponseView(**raw) if raw else None
         if view is not None and view.last_seq >= min_seq:
             return view, self
-        reader = await self._fold_tail(thread, key, raw, min_seq)
+        reader = await self._fold_tail(thread, key, raw, min_seq, {key: raw})
         if reader is not None:
             folded = await reader.response(response_id)
             if folded is not None and folded.last_seq >= min_seq:
@@ -189,32 +194,42 @@ class ViewReader:
         return await self._response_waited(response_id, min_seq), self
 
     async def _fold_tail(
-        self, thread: str, key: str, raw: dict[str, Any] | None, min_seq: int
+        self,
+        thread: str,
+        key: str,
+        raw: dict[str, Any] | None,
+        min_seq: int,
+        seed: dict[str, dict[str, Any] | None],
     ) -> "ViewReader | None":
         """A reader of the stored views plus the thread's events after `raw` (the
         stored view under `key`) folded in memory; None without a log to read, or when
-        the tail is longer than READ_THROUGH_MAX or does not reach `min_seq`."""
+        the tail is longer than READ_THROUGH_MAX or does not reach `min_seq`. `seed`:
+        stored values read in the same point-in-time request as `raw` (`raw` included),
+        answered from memory."""
         if self.history is None:
             return None
         after = int(raw["last_seq"]) if raw else 0
         stored, more = await self.history.page(thread, after, READ_THROUGH_MAX)
         if more or not stored or stored[-1].seq < min_seq:
             return None
-        overlay = OverlayViews(self.views, {key: raw} if raw else {})
+        overlay = OverlayViews(self.views, seed)
         await Folder(overlay, cache_size=0, checkpointing=False).fold(
             [decode_lenient(e.data, e.seq, e.subject) for e in stored]
         )
         return ViewReader(overlay, self.wait_timeout)
 
-    async def _fold_head(self, key: str, raw: dict[str, Any], head: Head) -> "ViewReader | None":
-        """A reader of the stored views (`raw` under `key`, exactly one event short of
-        `head`) plus the head's event, decoded from the head read's own bytes and folded
-        in memory; None when those bytes are not an event this version reads."""
+    async def _fold_head(
+        self, seed: dict[str, dict[str, Any] | None], head: Head
+    ) -> "ViewReader | None":
+        """A reader of the stored views (`seed`: values read with the conversation view,
+        which is exactly one event short of `head`) plus the head's event, decoded from
+        the head read's own bytes and folded in memory; None when those bytes are not an
+        event this version reads."""
         try:
             event = decode(head.data, head.seq)
         except ValidationError:
             return None
-        overlay = OverlayViews(self.views, {key: raw})
+        overlay = OverlayViews(self.views, seed)
         await Folder(overlay, cache_size=0, checkpointing=False).fold([event])
         return ViewReader(overlay, self.wait_timeout)
 
@@ -293,9 +308,15 @@ class ViewReader:
 
         start = await self._start(after, order, conv.next_item_pos, locate)
         rows = await self._walk(
-            start, order, conv.next_item_pos, limit, lambda pos: item_key(conv.id, pos)
+            start, order, conv.next_item_pos, limit, lambda pos: item_key(conv.id, pos), known
         )
-        return Page(rows[:limit], len(rows) > limit)
+        page = rows[:limit]
+        return Page(
+            [r for _, r in page],
+            len(rows) > limit,
+            page[-1][0] if page else None,
+            rows[limit][0] if len(rows) > limit else None,
+        )
 
     async def conversations(self, tenant: str, after: str | None, limit: int, order: Order) -> Page:
         """A page of the tenant's live conversations; `after` must be one of them."""
@@ -311,7 +332,7 @@ class ViewReader:
             start, order, count, limit, lambda pos: index_entry_key(tenant, pos)
         )
         views = await self.views.get_many(
-            [conversation_key(IndexEntry(**e).id) for e in entries[: limit + 1]]
+            [conversation_key(IndexEntry(**e).id) for _, e in entries[: limit + 1]]
         )
         live = [ConversationView(**v).public() for v in views if v and not v.get("deleted")]
         return Page(live[:limit], len(live) > limit)
@@ -328,17 +349,34 @@ class ViewReader:
         return pos + 1 if order == "asc" else pos - 1
 
     async def _walk(
-        self, start: int, order: Order, count: int, limit: int, key: Callable[[int], str]
-    ) -> list[dict[str, Any]]:
-        """Up to limit+1 live rows from `start` on, in order; the extra one means has_more."""
+        self,
+        start: int,
+        order: Order,
+        count: int,
+        limit: int,
+        key: Callable[[int], str],
+        known: dict[str, Any] | None = None,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Up to limit+1 live rows from `start` on, in order, with their positions; the
+        extra one means has_more. Keys in `known` (values read along with the view) are
+        not read again."""
         step = 1 if order == "asc" else -1
-        rows: list[dict[str, Any]] = []
-        pos, window = start, limit + 1
+        have = known or {}
+        rows: list[tuple[int, dict[str, Any]]] = []
+        pos, window = start, 0
         while len(rows) <= limit and 0 <= pos < count:
+            if (k := key(pos)) in have:  # read along with the view: no request
+                if (v := have[k]) is not None:
+                    rows.append((pos, v))
+                pos += step
+                continue
+            window = min(window * 2, 1000) if window else limit + 1 - len(rows)
             end = min(count, pos + window) if step == 1 else max(-1, pos - window)
-            positions = list(range(pos, end, step))
-            found = await self.views.get_many([key(p) for p in positions])
-            rows.extend(v for v in found if v is not None)
+            keys = {p: key(p) for p in range(pos, end, step)}
+            missing = [k for k in keys.values() if k not in have]
+            read = dict(zip(missing, await self.views.get_many(missing), strict=True))
+            for p, k in keys.items():
+                if (v := read[k] if k in read else have[k]) is not None:
+                    rows.append((p, v))
             pos = end
-            window = min(window * 2, 1000)
         return rows

@@ -14,7 +14,6 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
     APIError,
     BucketNotFoundError,
-    KeyNotFoundError,
     NoStreamResponseError,
     NotFoundError,
 )
@@ -26,6 +25,7 @@ from events.direct import (
     Replies,
     TooManySubjects,
     direct_batch,
+    direct_get,
     direct_last,
     replies,
 )
@@ -153,11 +153,14 @@ class KVViews:
     async def get(self, key: str) -> dict[str, Any] | None:
         if self._unacked:
             await self.flush()
+        request = {"last_by_subj": f"$KV.{self.bucket}.{key}"}
         try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
+            msg = await direct_get(self.js._nc, self.stream, request, self.timeout)
+        except DirectGetUnavailable as exc:
+            raise nats.errors.TimeoutError from exc
+        if msg is None or msg.headers.get("KV-Operation") in ("DEL", "PURGE") or not msg.data:
             return None
-        return codec.loads(entry.value) if entry.value else None
+        return codec.loads(msg.data)
 
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
         """Many keys in one batched direct get per 1,000 (the server answers up to 1,024

@@ -79,7 +79,7 @@ def conversation_children(conversation_id: str) -> str:
 
 
 def item_key(conversation_id: str, pos: int) -> str:
-    return f"conv.{conversation_id}.item.{pos:0{POS_WIDTH}d}"
+    return f"conv.{conversation_id}.item.{str(pos).zfill(POS_WIDTH)}"
 
 
 def ref_key(conversation_id: str, item_id: str) -> str:

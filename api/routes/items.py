@@ -15,7 +15,6 @@ from events import commands
 from events.schema import EventBase, ItemAdded, ItemDeleted
 from events.store import Head
 from projections.reader import CursorNotFound
-from projections.views import ref_key
 
 router = APIRouter(prefix="/v1/conversations/{conversation_id}/items", tags=["items"])
 
@@ -58,8 +57,10 @@ async def list_items(
     limit, order_ = validation.page(limit, order)
     after = validation.cursor(after)
     validation.include(include_param(request))
-    # The cursor's position is read with the conversation view: one round trip less.
-    known = {ref_key(conversation_id, after): None} if after else None
+    # The cursor's position, and the page's items where this process can guess them, are
+    # read in the same request as the conversation view: one round trip less.
+    hints = svc.page_hints
+    known = dict.fromkeys(hints.keys(conversation_id, after, limit, order_))
     view, reader = await conversation_reader(svc, caller, conversation_id, as_of, known)
     try:
         page = await reader.items(view, after, limit, order_, known)
@@ -67,6 +68,8 @@ async def list_items(
         raise invalid(
             f"Invalid 'after': no item with id '{after}' in this conversation.", "after"
         ) from None
+    if as_of is None:
+        hints.learn(conversation_id, view.next_item_pos, page, after, order_)
     return list_object(page.data, page.has_more)
 
 
