@@ -139,7 +139,10 @@ class StreamWriter:
     A `held` writer numbers its events but keeps them until `release()`: the model
     worker calls the model while its claim is being appended, and nothing may be
     published before the claim is stored (a claim lost to another worker publishes
-    nothing).
+    nothing). It keeps one delta: a second one waits for the release. A fast stream (echo
+    answers fifty deltas without a pause) would otherwise run on the worker's event loop
+    ahead of the claim's acknowledgement, holding back the very first delta, for output
+    that a lost claim throws away.
     """
 
     def __init__(
@@ -151,9 +154,15 @@ class StreamWriter:
         self.next_seq = next_seq
         self.emitted: list[str] = []
         self._held: list[tuple[str, bytes]] | None = [] if held else None
+        self._released = asyncio.Event()
+        self._held_delta = False
         self._flushed = -FLUSH_EVERY  # when it last yielded to the flusher
 
     async def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        if self._held is not None and type in DELTA_TYPES:
+            if self._held_delta:
+                await self._released.wait()
+            self._held_delta = True
         event = {"type": type, "sequence_number": self.next_seq, **fields}
         self.next_seq += 1
         self.emitted.append(type)
@@ -170,6 +179,7 @@ class StreamWriter:
             type, data = self._held.pop(0)
             await self._publish(type, data)
         self._held = None
+        self._released.set()  # a second delta waiting goes out now, after them
 
     async def _publish(self, type: str, data: bytes) -> None:
         if type in TERMINAL_TYPES:

@@ -68,8 +68,9 @@ async def test_a_delta_leaves_at_once_and_a_burst_in_few_writes(nats_url):
 
 
 async def test_a_held_writer_publishes_on_release_in_order(nats_url):
-    """Held events are numbered at once but published only by release(); events emitted
-    while the release is under way queue behind them."""
+    """Held events are numbered at once but published only by release(). The producer
+    (a model call made while the claim is appended) may hold one delta; its second one
+    waits for the release and follows the held events, in order."""
     nc = await connect([nats_url], "test-writer")
     try:
         js = nc.jetstream()
@@ -77,18 +78,24 @@ async def test_a_held_writer_publishes_on_release_in_order(nats_url):
         response_id = new_response_id(None)
         sub = await nc.subscribe(response_stream_subject(response_id))
         writer = StreamWriter(nc, js, response_id, 3, held=True)
-        for n in range(5):
-            await writer.emit("response.output_text.delta", delta=f" {n}")
+
+        async def call() -> None:
+            await writer.emit("response.output_item.added", item={})
+            for n in range(5):
+                await writer.emit("response.output_text.delta", delta=f" {n}")
+
+        producer = asyncio.create_task(call())
+        await asyncio.sleep(0.1)
+        assert not producer.done() and writer.next_seq == 5  # the item and one delta
         await nc.flush()
         with pytest.raises(TimeoutError):
             await sub.next_msg(timeout=0.2)
-        late = asyncio.create_task(writer.emit("response.output_text.delta", delta=" late"))
         await writer.release()
-        await late
+        await asyncio.wait_for(producer, 5)
         await writer.emit("response.completed", response={"id": response_id})
         got = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(7)]
         assert [e["sequence_number"] for e in got] == list(range(3, 10))
-        assert [e.get("delta") for e in got[:6]] == [" 0", " 1", " 2", " 3", " 4", " late"]
+        assert [e.get("delta") for e in got[1:6]] == [" 0", " 1", " 2", " 3", " 4"]
     finally:
         await nc.close()
 
