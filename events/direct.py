@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.errors import APIError, NoStreamResponseError
 
 from events import codec
 
@@ -185,6 +186,44 @@ async def _within(answer: "asyncio.Future[T]", timeout: float) -> T:
         return await answer
     finally:
         timer.cancel()
+
+
+async def publish_acked(
+    inbox: Replies, subject: str, payload: bytes, headers: dict[str, str]
+) -> "asyncio.Future[int]":
+    """A JetStream publish whose acknowledgement comes back to `inbox` (its connection's
+    shared one, fetched once per write, not per message) and is awaited later: sent once
+    this returns (so calls go out in call order); the future gives the stored sequence or
+    the error. (nats-py's `publish_async` never settles the future of a refused publish:
+    its reply handler calls `APIError.from_error`, which raises instead of returning.)"""
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def settle(msg: Msg) -> None:
+        if future.done():
+            return
+        if not msg.data:  # a status: 503, no stream took the message
+            future.set_exception(NoStreamResponseError())
+            return
+        reply = codec.loads(msg.data)
+        if error := reply.get("error"):
+            future.set_exception(
+                APIError(
+                    code=error.get("code"),
+                    err_code=error.get("err_code"),
+                    description=error.get("description"),
+                )
+            )
+        else:
+            future.set_result(int(reply["seq"]))
+
+    reply, token = inbox.open(settle)
+    future.add_done_callback(lambda _: inbox.close(token))
+    try:
+        await inbox.nc.publish(subject, payload, reply=reply, headers=headers)
+    except BaseException:
+        future.cancel()
+        raise
+    return future
 
 
 LAST_PER_REQUEST = 1000  # literal subjects per multi_last request (the server answers 1024)

@@ -8,13 +8,11 @@ from typing import Any, Protocol
 
 import nats.errors
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
     APIError,
     BucketNotFoundError,
-    NoStreamResponseError,
     NotFoundError,
 )
 from nats.js.kv import KeyValue
@@ -22,11 +20,11 @@ from nats.js.kv import KeyValue
 from events import codec
 from events.direct import (
     DirectGetUnavailable,
-    Replies,
     TooManySubjects,
     direct_batch,
     direct_get,
     direct_last,
+    publish_acked,
     replies,
 )
 from events.ids import new_id
@@ -316,44 +314,6 @@ class KVViews:
 
     async def _purge(self, change: PurgePrefix) -> None:
         await self.js.purge_stream(self.stream, subject=f"$KV.{self.bucket}.{change.prefix}>")
-
-
-async def publish_acked(
-    inbox: Replies, subject: str, payload: bytes, headers: dict[str, str]
-) -> "asyncio.Future[int]":
-    """A JetStream publish whose acknowledgement comes back to `inbox` (its connection's
-    shared one, fetched once per write, not per message) and is awaited later: sent once
-    this returns (so calls go out in call order); the future gives the stored sequence or
-    the error. (nats-py's `publish_async` never settles the future of a refused publish:
-    its reply handler calls `APIError.from_error`, which raises instead of returning.)"""
-    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-    def settle(msg: Msg) -> None:
-        if future.done():
-            return
-        if not msg.data:  # a status: 503, no stream took the message
-            future.set_exception(NoStreamResponseError())
-            return
-        reply = codec.loads(msg.data)
-        if error := reply.get("error"):
-            future.set_exception(
-                APIError(
-                    code=error.get("code"),
-                    err_code=error.get("err_code"),
-                    description=error.get("description"),
-                )
-            )
-        else:
-            future.set_result(int(reply["seq"]))
-
-    reply, token = inbox.open(settle)
-    future.add_done_callback(lambda _: inbox.close(token))
-    try:
-        await inbox.nc.publish(subject, payload, reply=reply, headers=headers)
-    except BaseException:
-        future.cancel()
-        raise
-    return future
 
 
 async def send_batch_messages(
