@@ -14,6 +14,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from events.delivery import stream_seq
 from events.direct import DirectGetUnavailable, direct_batch, direct_last
 from events.store import EventStore, StoreUnavailable
 from events.subjects import ALL_EVENTS, STREAM_NAME, conversation_filter
@@ -130,6 +131,6 @@ class History:
                     msg: Msg = await sub.next_msg(timeout=None)
                 except nats.errors.TimeoutError:
                     continue
-                yield StoredEvent(msg.metadata.sequence.stream, msg.subject, msg.data)
+                yield StoredEvent(stream_seq(msg), msg.subject, msg.data)
         finally:
             await sub.unsubscribe()

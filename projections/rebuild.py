@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from events.delivery import position, stream_seq
 from events.schema import Event
 from events.store import EventStore
 from events.subjects import ALL_EVENTS, STREAM_NAME
@@ -75,12 +76,12 @@ class LogReader:
     async def _deliver(self, msg: Msg) -> None:
         if self._done:
             return
-        meta = msg.metadata
-        if meta.sequence.stream > self.end:
+        seq, pending = position(msg)
+        if seq > self.end:
             self._done = True  # `end` itself is gone (erased meanwhile): stop before it
         else:
             self._buffer.append(msg)
-            self._done = meta.sequence.stream == self.end or meta.num_pending == 0
+            self._done = seq == self.end or pending == 0
         self._arrived.set()
         if len(self._buffer) >= READ_AHEAD:
             self._room.clear()
@@ -135,7 +136,7 @@ async def fold_log(
                 break
             events = decode_batch(batch)
             await folder.fold([e for e in events if keep is None or keep(e)])
-            seq = batch[-1].metadata.sequence.stream
+            seq = stream_seq(batch[-1])
             if progress:
                 progress(len(batch))
     return seq

@@ -27,6 +27,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 from events.connection import cancel_for_sure, connect, fast_headers
+from events.delivery import stream_seq
 from events.history import History
 from events.schema import Event, Unrecognized, decode_lenient
 from events.store import EventStore, ensure_stream
@@ -49,7 +50,7 @@ def decode_batch(messages: list[Msg]) -> list[Event | Unrecognized]:
     no-op (Unrecognized)."""
     events: list[Event | Unrecognized] = []
     for m in messages:
-        event = decode_lenient(m.data, m.metadata.sequence.stream, m.subject)
+        event = decode_lenient(m.data, stream_seq(m), m.subject)
         if isinstance(event, Unrecognized):
             log.error("unrecognized message at seq %d on %s", event.seq, m.subject)
         events.append(event)
@@ -123,7 +124,7 @@ class Projector:
     async def _fold(self, batch: list[Msg]) -> None:
         if self.checkpoint is None:
             self.checkpoint = await self.folder.checkpoint()
-        fresh = {m.metadata.sequence.stream: m for m in batch}
+        fresh = {stream_seq(m): m for m in batch}
         events: list[Event | Unrecognized] = []
         expected = self.checkpoint + 1
         for seq in sorted(s for s in fresh if s > self.checkpoint):
