@@ -119,3 +119,26 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
     assert "targets:" in run.stdout
     assert "response, on a conversation" in run.stdout
     assert "HTTP floor: GET /healthz" in run.stdout
+
+
+def test_the_nats_cost_probe_reports_its_four_figures() -> None:
+    """`python -m bench.nats_costs` (bench/README.md, "Session 8 changes") runs on its own
+    nats-server and prints each figure, and the per-message gap it derives."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.nats_costs", "-n", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if " p50 " in line]
+    figures = {row[0]: float(row[2]) for row in rows}
+    assert set(figures) == {
+        "ping_pong_us",
+        "direct_get_one_key_us",
+        "page_22_keys_nats_py_us",
+        "page_22_keys_bare_socket_us",
+    }
+    assert all(value > 0 for value in figures.values())
+    assert "nats-py per message of the page" in out.stdout
