@@ -127,40 +127,24 @@ async def replies(nc: NATS) -> Replies:
 async def direct_batch(nc: NATS, stream: str, request: dict[str, Any], timeout: float) -> Batch:
     """The messages of one batched direct get, until its end-of-batch status. A
     multi_last request is one point-in-time read of all its subjects (ADR-31)."""
-    if not nc.is_connected:
-        raise DirectGetUnavailable("not connected to NATS")
-    inbox = await replies(nc)
     batch = _Batch()
-    reply, token = inbox.open(batch.add)
-    try:
-        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", codec.dumps(request), reply=reply)
-        await _within(batch.done, timeout)
-        return batch.out
-    finally:
-        inbox.close(token)
+    await _direct(nc, stream, request, batch.add, batch.done, timeout)
+    return batch.out
 
 
 async def direct_get(
     nc: NATS, stream: str, request: dict[str, Any], timeout: float
 ) -> DirectMsg | None:
     """The one message a plain direct get names (e.g. `{"last_by_subj": ...}`), None when
-    there is none. Through the shared inbox: nats-py's own request (a random token, a
-    future in its map and a wait_for task per call) cost more than the server's work."""
-    if not nc.is_connected:
-        raise DirectGetUnavailable("not connected to NATS")
-    inbox = await replies(nc)
+    there is none."""
     answer: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
 
     def got(msg: Msg) -> None:
         if not answer.done():
             answer.set_result(msg)
 
-    reply, token = inbox.open(got)
-    try:
-        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", codec.dumps(request), reply=reply)
-        msg = await _within(answer, timeout)
-    finally:
-        inbox.close(token)
+    await _direct(nc, stream, request, got, answer, timeout)
+    msg = answer.result()
     headers = msg.headers or {}
     status = headers.get("Status")
     if status == "404":
@@ -168,6 +152,28 @@ async def direct_get(
     if status:
         raise DirectGetUnavailable(f"direct get answered {status} {headers.get('Description', '')}")
     return DirectMsg(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data, headers)
+
+
+async def _direct(
+    nc: NATS,
+    stream: str,
+    request: dict[str, Any],
+    on_reply: Callable[[Msg], None],
+    done: "asyncio.Future[Any]",
+    timeout: float,
+) -> None:
+    """Send a direct get whose replies go to `on_reply` until `done`, through the shared
+    inbox: nats-py's own request (a random token, a future in its map and a wait_for task
+    per call) cost more than the server's work."""
+    if not nc.is_connected:
+        raise DirectGetUnavailable("not connected to NATS")
+    inbox = await replies(nc)
+    reply, token = inbox.open(on_reply)
+    try:
+        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", codec.dumps(request), reply=reply)
+        await _within(done, timeout)
+    finally:
+        inbox.close(token)
 
 
 T = TypeVar("T")

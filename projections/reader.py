@@ -370,7 +370,9 @@ class ViewReader:
                     rows.append((pos, v))
                 pos += step
                 continue
-            window = min(window * 2, 1000) if window else limit + 1 - len(rows)
+            # limit + 1 first, as if nothing had been read along, then doubling: past a
+            # run of deleted items the walk takes as few requests as without a guess
+            window = min(window * 2, 1000) if window else limit + 1
             end = min(count, pos + window) if step == 1 else max(-1, pos - window)
             keys = {p: key(p) for p in range(pos, end, step)}
             missing = [k for k in keys.values() if k not in have]

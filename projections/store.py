@@ -20,6 +20,7 @@ from nats.js.kv import KeyValue
 from events import codec
 from events.direct import (
     DirectGetUnavailable,
+    DirectMsg,
     TooManySubjects,
     direct_batch,
     direct_get,
@@ -156,9 +157,7 @@ class KVViews:
             msg = await direct_get(self.js._nc, self.stream, request, self.timeout)
         except DirectGetUnavailable as exc:
             raise nats.errors.TimeoutError from exc
-        if msg is None or msg.headers.get("KV-Operation") in ("DEL", "PURGE") or not msg.data:
-            return None
-        return codec.loads(msg.data)
+        return _value(msg) if msg is not None else None
 
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
         """Many keys in one batched direct get per 1,000 (the server answers up to 1,024
@@ -174,10 +173,7 @@ class KVViews:
             )
         except DirectGetUnavailable as exc:
             raise nats.errors.TimeoutError from exc
-        found: dict[str, dict[str, Any] | None] = {}
-        for m in msgs.values():
-            live = m.headers.get("KV-Operation") not in ("DEL", "PURGE") and m.data
-            found[m.subject.removeprefix(prefix)] = codec.loads(m.data) if live else None
+        found = {m.subject.removeprefix(prefix): _value(m) for m in msgs.values()}
         return [found.get(k) for k in keys]
 
     async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None:
@@ -193,11 +189,8 @@ class KVViews:
             raise nats.errors.TimeoutError from exc
         if msgs.pending:
             return None
-        return {
-            m.subject.removeprefix(prefix): codec.loads(m.data)
-            for m in msgs
-            if m.headers.get("KV-Operation") not in ("DEL", "PURGE") and m.data
-        }
+        values = {m.subject.removeprefix(prefix): _value(m) for m in msgs}
+        return {k: v for k, v in values.items() if v is not None}
 
     async def write(self, changes: list[Change]) -> None:
         """The prefix purges first (stream purges, concurrently), then the puts and deletes
@@ -314,6 +307,13 @@ class KVViews:
 
     async def _purge(self, change: PurgePrefix) -> None:
         await self.js.purge_stream(self.stream, subject=f"$KV.{self.bucket}.{change.prefix}>")
+
+
+def _value(msg: DirectMsg) -> dict[str, Any] | None:
+    """A KV entry's view, None for a deleted or purged key (an empty marker)."""
+    if msg.headers.get("KV-Operation") in ("DEL", "PURGE") or not msg.data:
+        return None
+    return codec.loads(msg.data)  # type: ignore[no-any-return]
 
 
 async def send_batch_messages(
