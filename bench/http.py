@@ -6,39 +6,37 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from bench.payload import http_item
+from bench.wire import HttpConnection, Response
 
 
 class HttpFailure(RuntimeError):
     pass
 
 
-def checked(response: httpx.Response) -> dict[str, Any]:
+def checked(response: Response) -> dict[str, Any]:
     if response.status_code != 200:
         raise HttpFailure(
-            f"{response.request.method} {response.request.url.path}: "
-            f"HTTP {response.status_code} {response.text[:300]}"
+            f"{response.method} {response.path}: HTTP {response.status_code} {response.text[:300]}"
         )
     return dict(response.json())
 
 
-async def create_conversation(client: httpx.AsyncClient, items: int = 0) -> str:
+async def create_conversation(client: HttpConnection, items: int = 0) -> str:
     body: dict[str, Any] = {"metadata": {"bench": "convstore"}}
     if items:
         body["items"] = [http_item() for _ in range(items)]
     return str(checked(await client.post("conversations", json=body))["id"])
 
 
-async def add_items(client: httpx.AsyncClient, conversation_id: str, count: int = 1) -> list[str]:
+async def add_items(client: HttpConnection, conversation_id: str, count: int = 1) -> list[str]:
     body = {"items": [http_item() for _ in range(count)]}
     page = checked(await client.post(f"conversations/{conversation_id}/items", json=body))
     return [item["id"] for item in page["data"]]
 
 
 async def list_items(
-    client: httpx.AsyncClient,
+    client: HttpConnection,
     conversation_id: str,
     order: str = "desc",
     after: str | None = None,
@@ -87,7 +85,7 @@ def _frame_type(frame: bytes) -> tuple[str, bytes]:
 
 
 async def stream_response(
-    client: httpx.AsyncClient, body: dict[str, Any], text: bool = False
+    client: HttpConnection, body: dict[str, Any], text: bool = False
 ) -> Streamed:
     """POST /responses with `stream: true` and time it frame by frame.
 

@@ -9,17 +9,16 @@ window, and their counts are added up.
 import asyncio
 import contextlib
 import multiprocessing
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import nats
 
 from bench.http import create_conversation, stream_response
+from bench.wire import HttpConnection
 from convstore.loop import run_loop
 
 SATURATED = 0.8  # client CPU seconds per wall second above which the client is suspect
@@ -85,27 +84,15 @@ async def _timed(run: Run, op: Op, n: int) -> bool:
     return True
 
 
-_SSL = ssl.create_default_context()  # made once: httpx would build one per client
-
-
-def http_client(base_url: str) -> httpx.AsyncClient:
-    """One HTTP/1.1 keep-alive connection, for one request at a time.
-
-    Concurrent loads give every worker a client of its own instead of sharing one pool:
-    httpcore's pool scans all its connections for every request, so one client with 64
-    connections spends ~13 ms of CPU per request and caps at ~80 requests/s on this
-    machine, while 64 one-connection clients do ~800/s against /healthz.
-    """
-    return httpx.AsyncClient(
-        base_url=base_url,
-        timeout=30.0,
-        verify=_SSL,
-        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-    )
+def http_client(base_url: str) -> HttpConnection:
+    """One HTTP/1.1 keep-alive connection, for one request at a time (`bench/wire.py`: the
+    client must add as little as it can to the figures). Concurrent loads give every
+    worker a connection of its own."""
+    return HttpConnection(base_url, timeout=30.0)
 
 
 @contextlib.asynccontextmanager
-async def http_clients(base_url: str, count: int) -> AsyncIterator[list[httpx.AsyncClient]]:
+async def http_clients(base_url: str, count: int) -> AsyncIterator[list[HttpConnection]]:
     """`count` independent one-connection clients (one per concurrent worker)."""
     async with contextlib.AsyncExitStack() as stack:
         yield [await stack.enter_async_context(http_client(base_url)) for _ in range(count)]

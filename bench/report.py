@@ -73,6 +73,9 @@ def _rows(mode: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             lat, rate = floor["one_at_a_time"]["latency"], floor["in_flight"]["per_second"]
             r3 = _ratio(lat.get("p50_ms"), (seq or {}).get("p50_ms"))
             rows.append(("HTTP floor: GET /healthz", "p50 / p99", _ms(lat), _ms(seq), _x(r3)))
+            if "one_at_a_time_httpx" in floor:
+                heavy = floor["one_at_a_time_httpx"]["latency"]
+                rows.append(("", "through httpx p50 / p99", _ms(heavy), "", ""))
             r4 = _ratio(rate, con.get("per_second"))
             rows.append(("", "throughput", f"{_n(rate)} req/s", "", _x(r4)))
     if "visibility" in w:

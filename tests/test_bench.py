@@ -69,6 +69,7 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
         assert clients[0]["client"] == "python" and not clients[1]
     floor = w["append"]["http_floor"]
     assert floor["one_at_a_time"]["latency"]["n"] == sizes["sequential"]
+    assert floor["one_at_a_time_httpx"]["latency"]["n"] == sizes["sequential"]
     assert floor["in_flight"]["per_second"] > 0 and floor["in_flight"]["errors"] == 0
     assert w["visibility"]["stale_reads"] == 0
     assert w["visibility"]["pair_latency"]["p99_ms"] > 0
@@ -119,6 +120,7 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
     assert "targets:" in run.stdout
     assert "response, on a conversation" in run.stdout
     assert "HTTP floor: GET /healthz" in run.stdout
+    assert "through httpx p50 / p99" in run.stdout
 
 
 def test_the_nats_cost_probe_reports_its_four_figures() -> None:

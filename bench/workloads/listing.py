@@ -11,18 +11,17 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
-
 from bench import load
 from bench.context import Context
 from bench.http import HttpFailure, add_items, create_conversation, list_items
 from bench.procs import CpuMeter
 from bench.stats import ratio, summary
+from bench.wire import HttpConnection
 
 BATCH = 20  # the API's limit of items per call
 
 
-async def fill(client: httpx.AsyncClient, items: int) -> str:
+async def fill(client: HttpConnection, items: int) -> str:
     conversation = await create_conversation(client, items=min(items, BATCH))
     added = min(items, BATCH)
     while added < items:
@@ -32,7 +31,7 @@ async def fill(client: httpx.AsyncClient, items: int) -> str:
     return conversation
 
 
-async def readable(client: httpx.AsyncClient, conversation: str, timeout: float = 300.0) -> None:
+async def readable(client: HttpConnection, conversation: str, timeout: float = 300.0) -> None:
     """With --target: wait out a 503 while that server's views catch up."""
     deadline = time.monotonic() + timeout
     while True:
@@ -52,7 +51,7 @@ class Pager:
         self.conversation = conversation
         self.after: str | None = None
 
-    async def next(self, client: httpx.AsyncClient) -> dict[str, Any]:
+    async def next(self, client: HttpConnection) -> dict[str, Any]:
         page = await list_items(client, self.conversation, order="asc", after=self.after)
         self.after = page["last_id"] if page["has_more"] else None
         return page
