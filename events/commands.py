@@ -14,6 +14,9 @@ from events.store import ConcurrencyConflict, EventStore, Head
 
 MAX_ATTEMPTS = 200
 GONE = frozenset({"ConversationDeleted", "ConversationPurged"})
+# A head a process left by requesting a response: the model worker appends to the thread
+# next (its claim, then the outcome), so that head is stale as a rule.
+ANSWERED_ELSEWHERE = frozenset({"ResponseRequested"})
 
 
 class ConversationNotFound(Exception):
@@ -35,10 +38,24 @@ async def live_head(store: EventStore, conversation_id: str) -> Head:
 
 
 async def fresh_live_head(store: EventStore, conversation_id: str) -> Head:
-    """`live_head`, always read from the log: for commands on a conversation that another
-    process writes as a rule (a response's request: the model worker appends its output),
-    where a remembered head would be stale every time and cost a refused append."""
+    """`live_head` for commands on a conversation that another process writes as a rule (a
+    response's request: the model worker appends its output). `decide_and_append` decides
+    on a remembered head only if it is not a request of ours the worker answers next: the
+    head a response's outcome left, which the API replica that relayed the response learns
+    from its terminal event (`EventStore.learn_head`), is; a stale one costs a refused
+    append."""
     return await live_head(store, conversation_id)
+
+
+def _remembered(
+    store: EventStore, conversation_id: str, head_of: Callable[[EventStore, str], Awaitable[Head]]
+) -> Head | None:
+    head = store.appended_head(conversation_id)
+    if head is None or head_of not in (live_head, fresh_live_head):
+        return None
+    if head_of is fresh_live_head and head.event_type in ANSWERED_ELSEWHERE:
+        return None
+    return head
 
 
 async def create(store: EventStore, events: list[EventBase]) -> int:
@@ -60,14 +77,14 @@ async def decide_and_append(
     it must not have side effects. `head_of` reads the head, or raises when the
     thread cannot take the command (by default: a conversation that is gone).
 
-    With the default `head_of`, the first attempt decides on the head this process's own
-    last append left, when it has one (one round trip less for a conversation written
-    through this replica); a stale one fails the append's guard and the next attempt
-    reads the head. A `decide` that refuses, or finds nothing to do, on a remembered head
-    may have judged stale state (an item added through another replica since), so those
-    answers come only from the real head.
+    With the default `head_of` (and `fresh_live_head`, see there), the first attempt decides
+    on the head this process's own last append left, or learned, when it has one (one
+    round trip less for a conversation written through this replica); a stale one fails
+    the append's guard and the next attempt reads the head. A `decide` that refuses, or
+    finds nothing to do, on a remembered head may have judged stale state (an item added
+    through another replica since), so those answers come only from the real head.
     """
-    remembered = store.appended_head(conversation_id) if head_of is live_head else None
+    remembered = _remembered(store, conversation_id, head_of)
     for attempt in range(MAX_ATTEMPTS):
         if remembered is not None:
             head, remembered = remembered, None

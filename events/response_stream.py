@@ -16,7 +16,7 @@ import contextlib
 import re
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from nats.js.api import (
 from nats.js.errors import APIError, NotFoundError
 
 from events import codec
-from events.store import while_unavailable
+from events.store import HEAD_HEADER, Head, head_header, parse_head_header, while_unavailable
 from events.subjects import (
     RESPONSE_STREAM_NAME,
     RESPONSE_STREAM_SUBJECTS,
@@ -157,6 +157,10 @@ class StreamWriter:
         self._released = asyncio.Event()
         self._held_delta = False
         self._flushed = -FLUSH_EVERY  # when it last yielded to the flusher
+        # The conversation's head after the outcome this writer's worker appended, sent
+        # with the terminal event (HEAD_HEADER): the replica relaying it can append the next
+        # request without reading the head first.
+        self.thread_head: Head | None = None
 
     async def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         if self._held is not None and type in DELTA_TYPES:
@@ -183,7 +187,8 @@ class StreamWriter:
 
     async def _publish(self, type: str, data: bytes) -> None:
         if type in TERMINAL_TYPES:
-            await self.js.publish(self.subject, data, stream=RESPONSE_STREAM_NAME)
+            headers = {HEAD_HEADER: head_header(self.thread_head)} if self.thread_head else None
+            await self.js.publish(self.subject, data, stream=RESPONSE_STREAM_NAME, headers=headers)
         else:
             await self.nc.publish(self.subject, data)
             now = time.monotonic()
@@ -260,10 +265,17 @@ class LiveEvents:
 
     CHECK_AFTER = 5.0  # seconds of silence before asking the stream what it has
 
-    def __init__(self, nc: NATS, js: JetStreamContext, response_id: str) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        response_id: str,
+        on_head: Callable[[Head], None] | None = None,
+    ) -> None:
         self.nc = nc
         self.js = js
         self.response_id = response_id
+        self.on_head = on_head  # called with the thread head a terminal event carries
         self._sub: Any = None
         self._arrived: deque[bytes] = deque()
         self._signal = asyncio.Event()
@@ -273,6 +285,11 @@ class LiveEvents:
             # A callback rather than next_msg(timeout): no task and timer per event.
             self._arrived.append(msg.data)
             self._signal.set()
+            if msg.headers and self.on_head is not None:  # only a terminal event has any
+                value = msg.headers.get(HEAD_HEADER)
+                head = parse_head_header(value) if value else None
+                if head is not None:
+                    self.on_head(head)
 
         self._sub = await self.nc.subscribe(response_stream_subject(self.response_id), cb=arrived)
 

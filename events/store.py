@@ -76,6 +76,27 @@ class Head:
     prev_seq: int | None = None
 
 
+# A head handed from the process that appended it to one that will append next (the model
+# worker's outcome, to the API replica relaying the response): "<seq> <event id> <event
+# type> <hash> [<tenant>]". Ids, type names, hashes and tenant names hold no spaces.
+HEAD_HEADER = "Convstore-Thread-Head"
+
+
+def head_header(head: Head) -> str:
+    return " ".join(
+        [str(head.seq), head.event_id, head.event_type, head.hash, head.tenant or ""]
+    ).rstrip()
+
+
+def parse_head_header(value: str) -> Head | None:
+    """The head `head_header` wrote; None for anything else (it is only ever a hint)."""
+    parts = value.split(" ")
+    if len(parts) not in (4, 5) or not parts[0].isdigit() or not all(parts[1:4]):
+        return None
+    tenant = parts[4] if len(parts) == 5 and parts[4] else None
+    return Head(int(parts[0]), parts[1], sys.intern(parts[2]), parts[3], _interned(tenant))
+
+
 def _interned(value: str | None) -> str | None:
     """One copy of a tenant name among the heads a process remembers, not one per head."""
     return sys.intern(value) if value is not None else None
@@ -154,6 +175,13 @@ class EventStore:
         """The head this process left after its own last append to the conversation (it
         may be stale: only an append guarded by its sequence may rely on it)."""
         return self._heads.get(conversation_id)
+
+    def learn_head(self, conversation_id: str, head: Head) -> None:
+        """Remember a head another process appended (see HEAD_HEADER), unless this process
+        already knows a later one. Only a guarded append relies on it, as on our own."""
+        known = self._heads.get(conversation_id)
+        if known is None or known.seq < head.seq:
+            self._remember(conversation_id, head)
 
     def forget_head(self, conversation_id: str) -> None:
         self._heads.pop(conversation_id, None)

@@ -4,9 +4,12 @@ import asyncio
 
 import httpx
 
-from events.commands import decide_and_append
-from events.schema import ConversationCreated, ItemAdded
-from events.store import EventStore, Head
+from events.chain import ChainVerifier
+from events.commands import decide_and_append, fresh_live_head
+from events.ids import new_response_id
+from events.schema import ConversationCreated, ItemAdded, ResponseRequested
+from events.store import EventStore, Head, head_header, parse_head_header
+from events.subjects import STREAM_NAME, conversation_filter
 from tests.test_projector import message
 
 
@@ -134,3 +137,105 @@ async def test_a_refusal_on_a_remembered_head_is_judged_again_on_the_real_one(st
 
     assert (await decide_and_append(store, conv, only_on_the_real_head))[0] == real
     assert seen == [real - 1, real]
+
+
+class CountingHeads(EventStore):
+    """An EventStore that counts its head reads (the one NATS request a remembered or
+    learned head saves)."""
+
+    heads = 0
+
+    async def head(self, conversation_id: str) -> Head | None:
+        self.heads += 1
+        return await super().head(conversation_id)
+
+
+async def test_a_response_request_decides_on_a_learned_head_never_on_its_own_request(store):
+    """The API replica that requested a response never trusts that request as the head (the
+    worker appends after it), but does trust the head the worker handed over with the
+    response's terminal event: the next turn is appended without a head read, and the
+    thread's hash chain stays whole."""
+    conv = "conv_learned"
+    api = CountingHeads(store.nc, store.js)
+    await api.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
+    worker = EventStore(store.nc, store.js)  # the model worker's process
+
+    async def request(head: Head) -> list:
+        return [
+            ResponseRequested(
+                conversation_id=conv,
+                response_id=new_response_id(conv),
+                created_at=1,
+                model="m",
+                input=[],
+                context_seq=head.seq,
+            )
+        ]
+
+    async def answer(text: str) -> int:
+        head = await worker.head(conv)
+        item = ItemAdded(conversation_id=conv, item=message(text))
+        return await worker.append([item], head.seq, head.hash)
+
+    await decide_and_append(api, conv, request, fresh_live_head)
+    assert api.heads == 0  # on the remembered ConversationCreated: this replica wrote it
+    outcome = await answer("first answer")
+    # No head learned: the remembered request is not trusted, the head is read.
+    api.heads = 0
+    second, _ = await decide_and_append(api, conv, request, fresh_live_head)
+    assert api.heads == 1 and second == outcome + 1
+    outcome = await answer("second answer")
+    handed = worker.appended_head(conv)
+    assert handed is not None and handed.seq == outcome
+    api.learn_head(conv, handed)
+    api.heads = 0
+    third, _ = await decide_and_append(api, conv, request, fresh_live_head)
+    assert api.heads == 0  # decided on the learned head: nothing read
+    assert third == outcome + 1
+    sub = await store.js.pull_subscribe(conversation_filter(conv), stream=STREAM_NAME)
+    stored = await sub.fetch(10, timeout=2)
+    assert len(stored) == 6
+    chain = ChainVerifier()
+    assert not any(chain.feed(m.metadata.sequence.stream, m.data) for m in stored)
+
+
+async def test_a_stale_learned_head_costs_one_refused_append_and_no_duplicate(store):
+    conv = "conv_learned_stale"
+    await store.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
+    worker = EventStore(store.nc, store.js)
+    head = await worker.head(conv)
+    await worker.append([ItemAdded(conversation_id=conv, item=message("a"))], head.seq, head.hash)
+    store.learn_head(conv, worker.appended_head(conv))
+    other = EventStore(store.nc, store.js)  # another replica adds an item meanwhile
+    head = await other.head(conv)
+    moved = await other.append(
+        [ItemAdded(conversation_id=conv, item=message("b"))], head.seq, head.hash
+    )
+    seen: list[int] = []
+
+    async def add(head: Head) -> list:
+        seen.append(head.seq)
+        return [ItemAdded(conversation_id=conv, item=message("c"))]
+
+    last, _ = await decide_and_append(store, conv, add, fresh_live_head)
+    assert seen == [moved - 1, moved]  # the learned head was refused, then the real one
+    assert last == moved + 1
+    assert (await store.head(conv)).seq == last
+
+
+async def test_a_learned_head_never_replaces_a_later_one():
+    store = EventStore(None, None)  # type: ignore[arg-type]  # memory of heads only
+    later, earlier = Head(9, "e9", "ItemAdded", "h9", "t"), Head(5, "e5", "ItemAdded", "h5", "t")
+    store.learn_head("c", later)
+    store.learn_head("c", earlier)
+    assert store.appended_head("c") == later
+
+
+def test_the_head_header_carries_a_head_and_anything_else_is_no_hint():
+    head = Head(42, "evt_1", "ResponseCompleted", "ab12", "acme")
+    assert parse_head_header(head_header(head)) == head
+    untenanted = Head(7, "evt_2", "ItemAdded", "cd34")
+    assert head_header(untenanted) == "7 evt_2 ItemAdded cd34"
+    assert parse_head_header(head_header(untenanted)) == untenanted
+    for bad in ["", "x evt ItemAdded h", "7 evt ItemAdded", "7  ItemAdded h", "7 a b c d e"]:
+        assert parse_head_header(bad) is None, bad

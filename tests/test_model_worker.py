@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from events.chain import ChainVerifier
 from events.connection import connect
 from events.history import History
 from events.ids import new_id, new_response_id
-from events.response_stream import ensure_response_stream
+from events.response_stream import LiveEvents, ensure_response_stream
 from events.schema import (
     ConversationCreated,
     EventBase,
@@ -27,7 +28,7 @@ from events.schema import (
     ResponseInProgress,
     ResponseRequested,
 )
-from events.store import EventStore, ensure_stream
+from events.store import HEAD_HEADER, EventStore, Head, ensure_stream, parse_head_header
 from events.subjects import STREAM_NAME, conversation_filter, response_stream_subject
 from projections.reader import ViewReader
 from projections.rebuild import fold_log
@@ -331,3 +332,40 @@ async def test_a_previous_response_is_read_as_of_its_thread_head(nats):
     assert (await until_completed(events))[-1]["response"]["status"] == "completed"
     texts = [str(item["content"]) for item in provider.calls[1].items]
     assert len(texts) == 3 and "Ada" in texts[0] and "hello" in texts[1] and "then" in texts[2]
+
+
+async def test_the_terminal_event_hands_the_thread_head_to_the_relaying_replica(nats):
+    """A response on a conversation ends with the conversation's head after its outcome in
+    the terminal event's header, exactly the log's head; the API's LiveEvents hands it to
+    its store, which then appends the next request without reading the head. A response on
+    a thread of its own carries none (nobody appends a next turn to it)."""
+    nc, js = nats
+    store = EventStore(nc, js)
+    conv = await new_conversation(store)
+    rid, msg, events = await deliver(nc, js, store, conv)
+    api_store = EventStore(nc, js)
+    live = LiveEvents(nc, js, rid, partial(api_store.learn_head, conv))
+    await live.start()
+    try:
+        await worker(nc, js, store, Recording()).handle(msg)
+        received = [await events.next_msg(timeout=5)]
+        while json.loads(received[-1].data)["type"] != "response.completed":
+            received.append(await events.next_msg(timeout=5))
+        async for batch in live.frames():
+            if any(frame.type == "response.completed" for frame in batch):
+                break
+    finally:
+        await live.close()
+    assert all(not m.headers for m in received[:-1])  # only the terminal event has one
+    handed = parse_head_header(received[-1].headers[HEAD_HEADER])
+    head = await store.head(conv)
+    assert handed == Head(head.seq, head.event_id, head.event_type, head.hash, head.tenant)
+    assert handed.event_type == "ResponseCompleted"
+    assert api_store.appended_head(conv) == handed
+
+    _, msg, events = await deliver(nc, js, store)  # no conversation
+    await worker(nc, js, store, Recording()).handle(msg)
+    last = await events.next_msg(timeout=5)
+    while json.loads(last.data)["type"] != "response.completed":
+        last = await events.next_msg(timeout=5)
+    assert HEAD_HEADER not in (last.headers or {})

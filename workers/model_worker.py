@@ -471,6 +471,7 @@ class ModelWorker:
         outcome: list[EventBase] = [*events, done]
         view = await self._finish(request, claim.attempt, outcome, claim)
         if view is not None:
+            self._hand_over(request, builder.writer)
             kind = "response.incomplete" if incomplete else "response.completed"
             await builder.writer.emit(kind, response=view.public())
             if remembered(view):  # the next turn of its chain may well come here
@@ -549,7 +550,15 @@ class ModelWorker:
         view = await self._finish(request, attempt, [failed])
         if view is not None:
             writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq)
+            self._hand_over(request, writer)
             await writer.emit("response.failed", response=view.public())
+
+    def _hand_over(self, request: ResponseRequested, writer: response_stream.StreamWriter) -> None:
+        """Send the conversation's head after the outcome just appended with the terminal
+        event: the API replica relaying it appends the client's next turn without reading
+        the head (the append's guard refuses it if the thread moved since)."""
+        if request.conversation_id != request.response_id:
+            writer.thread_head = self.store.appended_head(request.conversation_id)
 
     async def _finish_cancelled(
         self, request: ResponseRequested, writer: response_stream.StreamWriter

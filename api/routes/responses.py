@@ -9,6 +9,7 @@ for any worker, and a stream can be resumed on another replica.
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -184,7 +185,10 @@ async def create_response(
     p = parse(body or {}, created_at, svc.limits.max_text_chars)
     response_id = new_response_id(p.conversation_id)
     # Listening before the request exists: its first events cannot be missed.
-    live = response_stream.LiveEvents(svc.nc, svc.js, response_id)
+    # The terminal event carries the thread's head after the outcome: the next turn through
+    # this replica appends without reading it (commands.fresh_live_head).
+    learn = partial(svc.store.learn_head, p.conversation_id) if p.conversation_id else None
+    live = response_stream.LiveEvents(svc.nc, svc.js, response_id, learn)
     if not p.background or p.stream:
         await live.start()
     try:
