@@ -31,13 +31,52 @@ from workers.providers.registry import Registry
 log = logging.getLogger("convstore.worker")
 
 
-def register_worker(broker: NatsBroker, worker: ModelWorker, concurrency: int) -> None:
+class Deliveries:
+    """Up to `concurrency` deliveries handled at once, each in a task of its own.
+
+    FastStream's concurrent subscriber (`max_workers`) hands each message through an anyio
+    memory stream and two semaphore waits before the handler: ~0.2 ms more per delivery
+    than its plain pull subscriber on this machine (stored -> handler p50 0.88-1.03 ms
+    against 0.69-0.82), on the way to every response's first delta. The plain subscriber
+    fetches the next request once its handler returns, so waiting here for a free slot is
+    what holds the fetching back when all are busy."""
+
+    def __init__(self, worker: ModelWorker, concurrency: int) -> None:
+        self.worker = worker
+        self.slots = asyncio.Semaphore(concurrency)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def take(self, msg: Msg) -> None:
+        await self.slots.acquire()
+        task = asyncio.create_task(self._handle(msg))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            await self.worker.handle(msg)
+        except Exception:
+            # NATS away or a bug: the delivery is not acked and comes back after ACK_WAIT.
+            log.exception("response request at seq %s", msg.metadata.sequence.stream)
+        finally:
+            self.slots.release()
+
+    async def stop(self) -> None:
+        """Cancel the responses still running (as FastStream's own stop did): their
+        deliveries are not acked, and another worker takes them after ack_wait."""
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def register_worker(broker: NatsBroker, worker: ModelWorker, concurrency: int) -> Deliveries:
+    deliveries = Deliveries(worker, concurrency)
     subscriber = broker.subscriber(
         REQUESTS_FILTER,
         stream=JStream(name=STREAM_NAME, declare=False),
         durable=MODEL_WORKERS,
         pull_sub=PullSub(batch_size=1, timeout=5.0),
-        max_workers=concurrency,
         config=ConsumerConfig(
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=worker.ack_wait,
@@ -52,11 +91,9 @@ def register_worker(broker: NatsBroker, worker: ModelWorker, concurrency: int) -
         # per delivery, on the way to every response's first delta); the message is in
         # FastStream's context instead of an injected argument.
         msg: NatsMessage = broker.context.get_local("message")
-        try:
-            await worker.handle(msg.raw_message)
-        except Exception:
-            # NATS away or a bug: the delivery is not acked and comes back after ACK_WAIT.
-            log.exception("response request at seq %s", msg.raw_message.metadata.sequence.stream)
+        await deliveries.take(msg.raw_message)
+
+    return deliveries
 
 
 async def run_model_worker(
@@ -88,7 +125,7 @@ async def run_model_worker(
         log_level=logging.DEBUG,
         apply_types=False,
     )
-    register_worker(broker, worker, concurrency)
+    deliveries = register_worker(broker, worker, concurrency)
     fast_headers(await broker.connect())
     await broker.start()
 
@@ -114,6 +151,7 @@ async def run_model_worker(
         with contextlib.suppress(Exception):
             await alive.unsubscribe()
         await close_quietly(broker.stop(), timeout=10.0)
+        await close_quietly(deliveries.stop(), timeout=10.0)
         await views.stop()
         with contextlib.suppress(Exception):
             await close_quietly(nc.drain())
