@@ -2,9 +2,13 @@
 the next request as a slot frees, and cancels what still runs when it stops."""
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
 
 from events.connection import connect
 from events.ids import new_response_id
@@ -59,30 +63,52 @@ async def request(store: EventStore) -> str:
     return rid
 
 
-async def running(nc: object) -> int:
-    answer = await nc.request(WORKERS_ALIVE, b"", timeout=2)  # type: ignore[attr-defined]
+async def running(nc: NATS) -> int:
+    """How many responses the (one) worker says it runs now."""
+    answer = await nc.request(WORKERS_ALIVE, b"", timeout=2)
     return int(json.loads(answer.data)["running"])
 
 
-async def until(check: object, timeout: float = 10.0) -> None:
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not await check():  # type: ignore[operator]
+    while not await check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
 
 
-async def test_a_worker_runs_at_most_its_concurrency_then_the_rest(fresh_nats):
-    nc = await connect([fresh_nats], "test-runner")
+@dataclass
+class Running:
+    store: EventStore
+    provider: Gated
+    stop: asyncio.Event
+    worker: "asyncio.Task[None]"
+
+
+@contextlib.asynccontextmanager
+async def worker_process(url: str, concurrency: int) -> AsyncIterator[Running]:
+    """`run_model_worker` as `convstore worker` runs it, with a gated provider, and a
+    connection of the test's own to append requests and ask the worker how busy it is."""
+    nc = await connect([url], "test-runner")
     js = nc.jetstream()
     await ensure_stream(js)
     await ensure_response_stream(js)
-    store = EventStore(nc, js)
     provider = Gated()
     stop = asyncio.Event()
+    registry = OneProvider(provider)  # type: ignore[arg-type]
     worker = asyncio.create_task(
-        run_model_worker([fresh_nats], stop, registry=OneProvider(provider), concurrency=2)
+        run_model_worker([url], stop, registry=registry, concurrency=concurrency)
     )
     try:
+        yield Running(EventStore(nc, js), provider, stop, worker)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 20)
+        await nc.close()
+
+
+async def test_a_worker_runs_at_most_its_concurrency_then_the_rest(fresh_nats):
+    async with worker_process(fresh_nats, concurrency=2) as run:
+        nc, provider = run.store.nc, run.provider
 
         async def alive() -> bool:
             try:
@@ -91,7 +117,7 @@ async def test_a_worker_runs_at_most_its_concurrency_then_the_rest(fresh_nats):
                 return False
 
         await until(alive)
-        rids = [await request(store) for _ in range(3)]
+        rids = [await request(run.store) for _ in range(3)]
 
         async def two_running() -> bool:
             return provider.started == 2 and await running(nc) == 2
@@ -102,42 +128,25 @@ async def test_a_worker_runs_at_most_its_concurrency_then_the_rest(fresh_nats):
         provider.gate.set()
 
         async def all_done() -> bool:
-            heads = [await store.head(rid) for rid in rids]
+            heads = [await run.store.head(rid) for rid in rids]
             return all(h is not None and h.event_type == "ResponseCompleted" for h in heads)
 
         await until(all_done)
         assert provider.started == 3 and provider.cancelled == 0
-    finally:
-        stop.set()
-        await asyncio.wait_for(worker, 20)
-        await nc.close()
 
 
 async def test_stopping_a_worker_cancels_the_responses_it_runs(fresh_nats):
-    nc = await connect([fresh_nats], "test-runner")
-    js = nc.jetstream()
-    await ensure_stream(js)
-    await ensure_response_stream(js)
-    store = EventStore(nc, js)
-    provider = Gated()
-    stop = asyncio.Event()
-    worker = asyncio.create_task(
-        run_model_worker([fresh_nats], stop, registry=OneProvider(provider), concurrency=4)
-    )
-    try:
-        rids = [await request(store) for _ in range(2)]
+    async with worker_process(fresh_nats, concurrency=4) as run:
+        rids = [await request(run.store) for _ in range(2)]
 
         async def both_started() -> bool:
-            return provider.started == 2
+            return run.provider.started == 2
 
         await until(both_started)
-        stop.set()
-        await asyncio.wait_for(worker, 15)
-        assert provider.cancelled == 2
+        run.stop.set()
+        await asyncio.wait_for(run.worker, 15)
+        assert run.provider.cancelled == 2
         # Nothing was finished: the requests stay for the next worker (not acked).
         for rid in rids:
-            head = await store.head(rid)
+            head = await run.store.head(rid)
             assert head is not None and head.event_type == "ResponseInProgress"
-    finally:
-        stop.set()
-        await nc.close()
