@@ -50,6 +50,9 @@ async def fresh_live_head(store: EventStore, conversation_id: str) -> Head:
 def _remembered(
     store: EventStore, conversation_id: str, head_of: Callable[[EventStore, str], Awaitable[Head]]
 ) -> Head | None:
+    """The head the first attempt may decide on without reading it: none for a custom
+    `head_of` (it may refuse what a remembered head would allow), nor a request of ours
+    that a model worker answers next."""
     head = store.appended_head(conversation_id)
     if head is None or head_of not in (live_head, fresh_live_head):
         return None
