@@ -22,16 +22,16 @@ from events.schema import Event
 from events.store import EventStore
 from events.subjects import ALL_EVENTS, STREAM_NAME
 from projections.active import POLL, Generation, current, flip, meta_bucket
+from projections.bulk_views import BulkViews
 from projections.fold import Folder
-from projections.store import BUCKET, KVViews, ViewStore, open_bucket
+from projections.store import BUCKET, ViewStore, open_bucket
 from projections.worker import ACK_WAIT, MAX_IN_FLIGHT, decode_batch
 
 CATCH_UP_GAP = 100  # flip once the new views are this close to the log's end
 
 
-FOLD_BATCH = 1000  # events per fold when replaying the log (one atomic batch of keys or two)
+FOLD_BATCH = 1000  # events per fold when replaying the log
 READ_AHEAD = 4 * FOLD_BATCH  # events read and buffered ahead of the fold
-WRITE_WINDOW = 16  # atomic batches of views awaiting acknowledgement while folding on (server: 50)
 
 
 class LogReader:
@@ -155,9 +155,10 @@ async def rebuild(
     suffix = secrets.token_hex(4)
     new = Generation(bucket=f"{BUCKET}_{suffix}", durable=f"projector_{suffix}")
     kv = await open_bucket(js, bucket=new.bucket, replicas=replicas)
-    # Nobody reads the new bucket before the flip, and only this folder writes it: one
-    # write per batch, acknowledged behind the next fold; views it never wrote are absent.
-    views = KVViews(js, kv, new.bucket, timeout=store.timeout, window=WRITE_WINDOW)
+    # Nobody reads the new bucket before the flip, and only this folder writes it: keys
+    # stored behind the next fold, confirmed by the stream's position; views it never
+    # wrote are absent.
+    views = BulkViews(js, kv, new.bucket, timeout=store.timeout)
     folder = Folder(views, fresh=True)
     last = await fold_log(store, views, folder=folder, progress=progress)
     while await store.last_seq() - last > CATCH_UP_GAP:

@@ -33,7 +33,7 @@ from events.store import MAX_BATCH, WRONG_LAST_SEQUENCE, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
 BUCKET = "convstore_views"
-# Whether this nats-py has the internals `send_batch_messages` writes protocol bytes with.
+# Whether this nats-py has the internals `send_messages` writes protocol bytes with.
 # Writes of up to this many keys are pipelined publishes (KVViews._pipelined), larger ones
 # atomic batches, whose staging cost is then spread over up to MAX_BATCH keys.
 PIPELINE_MAX = 256
@@ -114,11 +114,8 @@ class KVViews:
     after the other: one acknowledgement, and with `sync_interval: always` one fsync, per
     batch instead of per key, and a batch lands whole or not at all.
 
-    With `window` > 1 a write returns once its batches are sent and up to `window` of them
-    wait for their acknowledgement meanwhile (the next batch is folded while the server
-    stores this one); reads and `flush()` wait for them all, and a failed batch raises
-    there. Only for a writer that reads nothing back before `flush()` it does not know
-    about, such as a rebuild into a bucket nobody reads yet.
+    A rebuild, which writes a bucket nobody reads yet, uses `BulkViews` instead
+    (projections/bulk_views.py).
     """
 
     def __init__(
@@ -127,31 +124,20 @@ class KVViews:
         kv: KeyValue,
         bucket: str = BUCKET,
         timeout: float = 5.0,
-        window: int = 1,
     ) -> None:
         self.js = js
         self.kv = kv
         self.bucket = bucket
         self.timeout = timeout
-        self.window = window
         self.stream = f"KV_{bucket}"
         self._atomic = False  # the bucket's stream is known to accept atomic batches
         self._last: int | None = None  # the stream's last sequence, after our last write
-        self._unacked: list[asyncio.Task[Any]] = []
 
     async def flush(self) -> None:
-        """Wait until every batch written so far is stored; raise if one was not."""
-        unacked, self._unacked = self._unacked, []
-        try:
-            for task in unacked:
-                await task
-        finally:
-            for task in unacked:
-                task.cancel()
+        """Wait until everything written so far is stored: `write` already does here."""
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        if self._unacked:
-            await self.flush()
+        await self.flush()
         request = {"last_by_subj": f"$KV.{self.bucket}.{key}"}
         try:
             msg = await direct_get(self.js._nc, self.stream, request, self.timeout)
@@ -164,8 +150,7 @@ class KVViews:
         subjects a request): a page costs one round trip, not one per key."""
         if len(keys) < 2:
             return [await self.get(k) for k in keys]
-        if self._unacked:
-            await self.flush()
+        await self.flush()
         prefix = f"$KV.{self.bucket}."
         try:
             msgs = await direct_last(
@@ -196,20 +181,12 @@ class KVViews:
         """The prefix purges first (stream purges, concurrently), then the puts and deletes
         in their order, so that a failure leaves none of the later ones written: a small
         write (the live projector's) pipelined with a chained expected sequence
-        (`_pipelined`), a large one (a rebuild's) in atomic batches; with `window` 1 each
-        batch is acknowledged before the next is sent."""
-        purges = [c for c in changes if isinstance(c, PurgePrefix)]
-        if purges:
-            await asyncio.gather(*(self._purge(c) for c in purges))
-        messages: list[tuple[str, bytes | None]] = []  # (key, value; None: delete)
-        for change in changes:
-            if isinstance(change, Put):
-                messages.append((change.key, codec.dumps(change.value)))
-            elif isinstance(change, Delete):
-                messages.append((change.key, None))
+        (`_pipelined`), a large one in atomic batches, each acknowledged before the next
+        is sent."""
+        messages = await self._purge_then_encode(changes)
         if not messages:
             return
-        if self.window <= 1 and len(messages) <= PIPELINE_MAX:
+        if len(messages) <= PIPELINE_MAX:
             await self._pipelined(messages)
             return
         self._last = None  # the batches below move the stream on
@@ -267,7 +244,7 @@ class KVViews:
         headers: dict[str, str] = {}
         if body:  # a single message is a plain publish (a KV put or delete)
             batch_id = new_id("vb")
-            await send_batch_messages(self.js._nc, prefix, batch_id, body)
+            await send_messages(self.js._nc, prefix, body, batch_id)
             headers = {
                 "Nats-Batch-Id": batch_id,
                 "Nats-Batch-Sequence": str(len(messages)),
@@ -282,18 +259,23 @@ class KVViews:
             stream=self.stream,
             headers=headers,
         )
-        if self.window <= 1:
-            await commit
-            return
-        self._unacked.append(asyncio.ensure_future(commit))
-        while len(self._unacked) > self.window:
-            try:
-                await self._unacked.pop(0)
-            except BaseException:
-                for task in self._unacked:
-                    task.cancel()
-                self._unacked = []
-                raise
+        await commit
+
+    async def _purge_then_encode(self, changes: list[Change]) -> list[tuple[str, bytes | None]]:
+        """Run the prefix purges (concurrently, after everything written before is stored:
+        a purge overtaking an earlier write would leave that write behind it), and return
+        the puts and deletes as (key, value; None for a delete) in their order."""
+        purges = [c for c in changes if isinstance(c, PurgePrefix)]
+        if purges:
+            await self.flush()
+            await asyncio.gather(*(self._purge(c) for c in purges))
+        messages: list[tuple[str, bytes | None]] = []
+        for change in changes:
+            if isinstance(change, Put):
+                messages.append((change.key, codec.dumps(change.value)))
+            elif isinstance(change, Delete):
+                messages.append((change.key, None))
+        return messages
 
     async def _allow_atomic(self) -> None:
         """Buckets are created without `allow_atomic` (nats-py's KeyValueConfig has no such
@@ -316,30 +298,37 @@ def _value(msg: DirectMsg) -> dict[str, Any] | None:
     return codec.loads(msg.data)  # type: ignore[no-any-return]
 
 
-async def send_batch_messages(
-    nc: NATS, prefix: str, batch_id: str, messages: list[tuple[str, bytes | None]]
+async def send_messages(
+    nc: NATS, prefix: str, messages: list[tuple[str, bytes | None]], batch_id: str | None = None
 ) -> None:
-    """Send the messages of an atomic batch but its commit (sequences from 1), as one write
-    of protocol bytes: `nc.publish` validates and encodes each message and its headers
-    again, which costs several times more than the message itself in a rebuild. nats-py
-    has no public call for that, so without its `_send_command` each goes through
-    `publish`."""
+    """Send (key, value; None: delete) messages with no reply, as one write of protocol
+    bytes: the messages of an atomic batch but its commit (sequences from 1) when
+    `batch_id` is given, else plain publishes. `nc.publish` validates and encodes each
+    message and its headers again, which costs several times more than the message
+    itself in a rebuild. nats-py has no public call for that, so without its
+    `_send_command` each goes through `publish`."""
     if not RAW_PUBLISH or nc.is_closed:
         for n, (key, value) in enumerate(messages, start=1):
-            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)} if batch_id else {}
             if value is None:
                 headers["KV-Operation"] = "DEL"
-            await nc.publish(prefix + key, value or b"", headers=headers)
+            await nc.publish(prefix + key, value or b"", headers=headers or None)
         return
-    head = b"NATS/1.0\r\nNats-Batch-Id: %s\r\nNats-Batch-Sequence: " % batch_id.encode()
+    head = b"NATS/1.0\r\n"
+    if batch_id:
+        head += b"Nats-Batch-Id: %s\r\nNats-Batch-Sequence: " % batch_id.encode()
     parts = []
     for n, (key, value) in enumerate(messages, start=1):
-        if value is None:
-            hdr, value = b"%s%d\r\nKV-Operation: DEL\r\n\r\n" % (head, n), b""
-        else:
-            hdr = b"%s%d\r\n\r\n" % (head, n)
-        size = len(hdr)
         subject = (prefix + key).encode()
+        if value is not None and not batch_id:
+            parts.append(b"PUB %s %d\r\n%s\r\n" % (subject, len(value), value))
+            continue
+        hdr = b"%s%d\r\n" % (head, n) if batch_id else head
+        if value is None:
+            hdr, value = hdr + b"KV-Operation: DEL\r\n\r\n", b""
+        else:
+            hdr += b"\r\n"
+        size = len(hdr)
         parts.append(b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, size, size + len(value), hdr, value))
     await nc._send_command(b"".join(parts))
     if nc._flush_queue is not None and nc._flush_queue.empty():  # as `publish` does
