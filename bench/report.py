@@ -56,6 +56,13 @@ def _rows(mode: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             procs = f"wrk, CPU {many['client_cpu_max']}"
         base_procs = f"{con.get('processes')} proc, CPU {con.get('client_cpu')}" if con else "-"
         rows.append(("", "load client", procs, base_procs, ""))
+        one_rate = 1000 / one["latency"]["mean_ms"] if one["latency"].get("mean_ms") else None
+        for label, run, rate in (
+            ("CPU µs/append, serial", one, one_rate),
+            (f"CPU µs/append, {many['in_flight']}", many, many["per_second"]),
+        ):
+            if run.get("cpu") and rate:
+                rows.append(("", label, cpu_per_op(run["cpu"], rate), "", ""))
         other = many.get("other_client")
         if other:
             name = "wrk" if other.get("client") == "wrk" else "Python client"
@@ -218,6 +225,18 @@ def _segment_rows(segments: dict[str, Any] | None) -> list[tuple[str, str, str, 
         ("", "1st delta, p50 of steps", steps(("accept", "claim", "start", "relay")), "", ""),
         ("", "then to completion", steps(("generate", "confirm", "deliver")), "", ""),
     ]
+
+
+def cpu_per_op(cpu: dict[str, float], rate: float) -> str:
+    """CPU time per operation by process kind, from the busy cores measured over a run at
+    `rate` operations/s: where each request's CPU goes, the cost a throughput target is
+    bounded by (2 cores at 1 core-second each per second)."""
+    groups: dict[str, float] = {}
+    for name, cores in cpu.items():
+        group = "API" if name == "serve" or name.startswith("api") else name
+        groups[group] = groups.get(group, 0.0) + cores
+    parts = [f"{k} {v / rate * 1e6:,.0f}" for k, v in groups.items() if v]
+    return " + ".join(parts) + f" = {sum(groups.values()) / rate * 1e6:,.0f}"
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

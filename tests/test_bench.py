@@ -121,6 +121,7 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
     assert "response, on a conversation" in run.stdout
     assert "HTTP floor: GET /healthz" in run.stdout
     assert "through httpx p50 / p99" in run.stdout
+    assert "CPU µs/append, serial" in run.stdout and "CPU µs/append, 64" in run.stdout
 
 
 def test_the_nats_cost_probe_reports_its_four_figures() -> None:

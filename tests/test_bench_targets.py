@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from bench.report import cpu_per_op
 from bench.targets import evaluate
 
 
@@ -64,3 +65,8 @@ def test_the_list_target_is_judged_against_the_floor_too() -> None:
     assert verdict.detail == (
         "desc_limit20 @10000; floor: GET /healthz p50 2.50 ms, out of reach on this HTTP stack"
     )
+
+
+def test_cpu_per_append_sums_the_api_processes_and_skips_idle_ones() -> None:
+    cpu = {"client": 0.2, "serve": 0.5, "api2": 0.3, "nats-server": 0.4, "worker": 0.0}
+    assert cpu_per_op(cpu, 2_000.0) == "client 100 + API 400 + nats-server 200 = 700"
