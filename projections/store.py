@@ -33,7 +33,7 @@ from events.store import MAX_BATCH, WRONG_LAST_SEQUENCE, while_unavailable
 from projections.apply import Change, Delete, PurgePrefix, Put
 
 BUCKET = "convstore_views"
-# Whether this nats-py has the internals `send_messages` writes protocol bytes with.
+# Whether this nats-py has the internals `send_batch_messages` writes protocol bytes with.
 # Writes of up to this many keys are pipelined publishes (KVViews._pipelined), larger ones
 # atomic batches, whose staging cost is then spread over up to MAX_BATCH keys.
 PIPELINE_MAX = 256
@@ -244,7 +244,7 @@ class KVViews:
         headers: dict[str, str] = {}
         if body:  # a single message is a plain publish (a KV put or delete)
             batch_id = new_id("vb")
-            await send_messages(self.js._nc, prefix, body, batch_id)
+            await send_batch_messages(self.js._nc, prefix, batch_id, body)
             headers = {
                 "Nats-Batch-Id": batch_id,
                 "Nats-Batch-Sequence": str(len(messages)),
@@ -298,37 +298,40 @@ def _value(msg: DirectMsg) -> dict[str, Any] | None:
     return codec.loads(msg.data)  # type: ignore[no-any-return]
 
 
-async def send_messages(
-    nc: NATS, prefix: str, messages: list[tuple[str, bytes | None]], batch_id: str | None = None
+async def send_batch_messages(
+    nc: NATS,
+    prefix: str,
+    batch_id: str,
+    messages: list[tuple[str, bytes | None]],
+    commit: bool = False,
 ) -> None:
-    """Send (key, value; None: delete) messages with no reply, as one write of protocol
-    bytes: the messages of an atomic batch but its commit (sequences from 1) when
-    `batch_id` is given, else plain publishes. `nc.publish` validates and encodes each
-    message and its headers again, which costs several times more than the message
-    itself in a rebuild. nats-py has no public call for that, so without its
-    `_send_command` each goes through `publish`."""
+    """Send (key, value; None: delete) messages of an atomic batch (sequences from 1) with
+    no reply, the last one as its commit if `commit`, as one write of protocol bytes:
+    `nc.publish` validates and encodes each message and its headers again, which costs
+    several times more than the message itself in a rebuild. nats-py has no public call
+    for that, so without its `_send_command` each goes through `publish`."""
+    last = len(messages) if commit else 0
     if not RAW_PUBLISH or nc.is_closed:
         for n, (key, value) in enumerate(messages, start=1):
-            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)} if batch_id else {}
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+            if n == last:
+                headers["Nats-Batch-Commit"] = "1"
             if value is None:
                 headers["KV-Operation"] = "DEL"
-            await nc.publish(prefix + key, value or b"", headers=headers or None)
+            await nc.publish(prefix + key, value or b"", headers=headers)
         return
-    head = b"NATS/1.0\r\n"
-    if batch_id:
-        head += b"Nats-Batch-Id: %s\r\nNats-Batch-Sequence: " % batch_id.encode()
+    head = b"NATS/1.0\r\nNats-Batch-Id: %s\r\nNats-Batch-Sequence: " % batch_id.encode()
     parts = []
     for n, (key, value) in enumerate(messages, start=1):
-        subject = (prefix + key).encode()
-        if value is not None and not batch_id:
-            parts.append(b"PUB %s %d\r\n%s\r\n" % (subject, len(value), value))
-            continue
-        hdr = b"%s%d\r\n" % (head, n) if batch_id else head
+        hdr = b"%s%d\r\n" % (head, n)
+        if n == last:
+            hdr += b"Nats-Batch-Commit: 1\r\n"
         if value is None:
             hdr, value = hdr + b"KV-Operation: DEL\r\n\r\n", b""
         else:
             hdr += b"\r\n"
         size = len(hdr)
+        subject = (prefix + key).encode()
         parts.append(b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, size, size + len(value), hdr, value))
     await nc._send_command(b"".join(parts))
     if nc._flush_queue is not None and nc._flush_queue.empty():  # as `publish` does
