@@ -44,7 +44,9 @@ async def test_kv_writes_cross_the_atomic_batch_limit(store, monkeypatch, raw):
     ]
 
 
-async def test_bulk_writes_are_read_back_and_confirmed_by_the_stream(store):
+@pytest.mark.parametrize("raw", [True, False], ids=["protocol-bytes", "publish"])
+async def test_bulk_writes_are_read_back_and_confirmed_by_the_stream(store, monkeypatch, raw):
+    monkeypatch.setattr(store_module, "RAW_PUBLISH", raw)
     js = store.js
     kv = await open_bucket(js, bucket="bulk")
     views = BulkViews(js, kv, "bulk", timeout=2, in_flight=1500)
