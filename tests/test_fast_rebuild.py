@@ -79,6 +79,7 @@ async def test_a_key_the_server_refuses_fails_the_flush(store):
     kv = await js.create_key_value(bucket="bulk_small", max_value_size=256)
     views = BulkViews(js, kv, "bulk_small", timeout=0.5)
     await views.write([Put("fits", {"a": 1})])
+    await views.flush()  # stored (0.5 s is only how long a refused batch is waited for)
     await views.write([Put("b", {}), Put("too_big", {"a": "x" * 300})])  # one atomic batch
     with pytest.raises(ViewsNotStored, match="2 of 3 keys"):
         await views.flush()
