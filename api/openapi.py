@@ -214,6 +214,23 @@ RESULTS: dict[tuple[str, str], type[BaseModel]] = {
     ("get", "/healthz"): Health,
     ("get", "/readyz"): Health,
 }
+# One server-sent event of a stream. Before Open API 3.2 (`itemSchema`), the `schema` of
+# an event stream describes each event, as schemathesis reads it: `data` is the event as
+# JSON (OpenAI's streaming event shapes, or a stored event with its `id` as the position).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"type": "object"},
+        },
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
 STREAMS = {
     ("get", f"{CONV}/events"),
     ("get", "/v1/events"),
@@ -290,7 +307,7 @@ def document(app: FastAPI) -> dict[str, Any]:
             if (method, path) in RESULTS:
                 content = _json(_ref(RESULTS[method, path], components))
                 if (method, path) in STREAMS:
-                    content["text/event-stream"] = {"schema": {"type": "string"}}
+                    content["text/event-stream"] = {"schema": SSE_EVENT}
                 responses["200"] = {"description": "Success", "content": content}
             if (method, path) in BODIES:
                 body = _ref(BODIES[method, path], components)
