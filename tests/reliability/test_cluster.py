@@ -4,7 +4,9 @@ import asyncio
 import re
 import subprocess
 import time
+from typing import Any
 
+import nats.errors
 import pytest
 import yaml
 
@@ -21,6 +23,18 @@ APPENDS = 2_000
 KILL_AT = 600  # acknowledged writes when the stream leader is killed
 
 
+async def _stream_info(js: Any, stream: str, within: float = 30.0) -> Any:
+    """The stream's info once it has a leader: right after the kill, a stream whose leader
+    was on the killed node answers nothing until the survivors elect one."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await js.stream_info(stream)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            if time.monotonic() > deadline:
+                raise
+
+
 async def _replicas_and_leader(urls: list[str]) -> tuple[dict[str, int], str]:
     """Replicas of the stream and the KV buckets, and the stream's leader node."""
     nc = await connect(urls, "cluster-info")
@@ -28,7 +42,7 @@ async def _replicas_and_leader(urls: list[str]) -> tuple[dict[str, int], str]:
         js = nc.jetstream(timeout=5)
         replicas = {}
         for stream in (STREAM_NAME, "KV_convstore_views", "KV_convstore_meta"):
-            info = await js.stream_info(stream)
+            info = await _stream_info(js, stream)
             replicas[stream] = info.config.num_replicas or 1
             if stream == STREAM_NAME:
                 assert info.cluster is not None and info.cluster.leader
