@@ -15,6 +15,7 @@ a count that stops short, which `flush` turns into an error once it has not move
 
 import asyncio
 import time
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -61,9 +62,9 @@ class BulkViews(KVViews):
             await self._allow_atomic()
         if self._base is None:
             self._base = await self._last_seq()
+        prefix = f"$KV.{self.bucket}."
         for start in range(0, len(messages), MAX_BATCH):
             batch = messages[start : start + MAX_BATCH]
-            prefix = f"$KV.{self.bucket}."
             await send_batch_messages(self.js._nc, prefix, new_id("vb"), batch, commit=True)
             self._sent += len(batch)
         if self._sent - self._stored > self.in_flight:
@@ -72,6 +73,14 @@ class BulkViews(KVViews):
     async def flush(self) -> None:
         """Wait until every key written so far is stored; raise if one never is."""
         await self._stored_up_to(0)
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        await self.flush()
+        return await super().get(key)
+
+    async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        await self.flush()
+        return await super().get_many(keys)
 
     async def _stored_up_to(self, behind: int) -> None:
         """Wait until at most `behind` of the keys sent are not stored yet."""

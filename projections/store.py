@@ -137,7 +137,6 @@ class KVViews:
         """Wait until everything written so far is stored: `write` already does here."""
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        await self.flush()
         request = {"last_by_subj": f"$KV.{self.bucket}.{key}"}
         try:
             msg = await direct_get(self.js._nc, self.stream, request, self.timeout)
@@ -150,7 +149,6 @@ class KVViews:
         subjects a request): a page costs one round trip, not one per key."""
         if len(keys) < 2:
             return [await self.get(k) for k in keys]
-        await self.flush()
         prefix = f"$KV.{self.bucket}."
         try:
             msgs = await direct_last(

@@ -33,6 +33,7 @@ async def _stream_info(js: Any, stream: str, within: float = 30.0) -> Any:
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
             if time.monotonic() > deadline:
                 raise
+            await asyncio.sleep(0.2)
 
 
 async def _replicas_and_leader(urls: list[str]) -> tuple[dict[str, int], str]:
