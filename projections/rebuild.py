@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from events.connection import connect, headerless
 from events.delivery import position, stream_seq
 from events.schema import Event
 from events.store import EventStore
@@ -25,7 +27,7 @@ from projections.active import POLL, Generation, current, flip, meta_bucket
 from projections.bulk_views import BulkViews
 from projections.fold import Folder
 from projections.store import BUCKET, ViewStore, open_bucket
-from projections.worker import ACK_WAIT, MAX_IN_FLIGHT, decode_batch
+from projections.worker import ACK_WAIT, MAX_IN_FLIGHT, close_quietly, decode_batch
 
 CATCH_UP_GAP = 100  # flip once the new views are this close to the log's end
 
@@ -40,6 +42,8 @@ class LogReader:
 
     A push consumer delivers from a callback with no per-message future or timer (what a
     pull `fetch` costs), and its flow control stops the server while the buffer is full.
+    It reads on a connection of its own that skips the events' headers (`headerless`):
+    the fold needs only their data, subjects and positions.
     """
 
     def __init__(self, store: EventStore, after: int, end: int) -> None:
@@ -52,26 +56,36 @@ class LogReader:
         self._room.set()
         self._done = False  # the message at or past `end`, or the log's last, arrived
         self._sub: Any = None
+        self._nc: NATS | None = None
 
     async def __aenter__(self) -> "LogReader":
-        self._sub = await self.store.js.subscribe(
-            ALL_EVENTS,
-            stream=STREAM_NAME,
-            cb=self._deliver,
-            ordered_consumer=True,
-            config=ConsumerConfig(
-                deliver_policy=(
-                    DeliverPolicy.BY_START_SEQUENCE if self.after else DeliverPolicy.ALL
+        servers = [url.geturl() for url in self.store.nc.servers]
+        self._nc = headerless(await connect(servers, "convstore-log-reader"))
+        js = self._nc.jetstream(timeout=self.store.timeout)
+        try:
+            self._sub = await js.subscribe(
+                ALL_EVENTS,
+                stream=STREAM_NAME,
+                cb=self._deliver,
+                ordered_consumer=True,
+                config=ConsumerConfig(
+                    deliver_policy=(
+                        DeliverPolicy.BY_START_SEQUENCE if self.after else DeliverPolicy.ALL
+                    ),
+                    opt_start_seq=self.after + 1 if self.after else None,
+                    inactive_threshold=60,
                 ),
-                opt_start_seq=self.after + 1 if self.after else None,
-                inactive_threshold=60,
-            ),
-        )
+            )
+        except BaseException:
+            await close_quietly(self._nc.close())
+            raise
         return self
 
     async def __aexit__(self, *_: object) -> None:
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
+        if self._nc is not None:
+            await close_quietly(self._nc.close())
 
     async def _deliver(self, msg: Msg) -> None:
         if self._done:

@@ -2,10 +2,12 @@ import logging
 import random
 import time
 
+import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import StreamConfig
 
-from events.connection import connect, parse_header_lines
+from events.connection import connect, headerless, parse_header_lines
 
 
 async def test_connect_gives_up_after_its_timeout():
@@ -74,3 +76,22 @@ async def test_closing_our_own_connection_is_not_reported_as_a_lost_one(nats_url
     with caplog.at_level(logging.WARNING, logger="convstore.nats"):
         await nc.close()
     assert "lost the NATS connection" not in caplog.text
+
+
+async def test_a_headerless_connection_skips_data_headers_and_keeps_status_ones(nats_url):
+    """A rebuild's log reader: events arrive without their headers, while the status
+    messages nats-py's consumers depend on (here a pull fetch's "no messages") are read."""
+    nc = headerless(await connect([nats_url], "test-headerless"))
+    try:
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="HEADERLESS", subjects=["headerless.>"]))
+        sub = await js.pull_subscribe("headerless.>", durable="reader", stream="HEADERLESS")
+        with pytest.raises(nats.errors.TimeoutError):  # a 404/408 status, understood
+            await sub.fetch(1, timeout=0.5)
+        await js.publish("headerless.a", b"data", headers={"Convstore-Tenant": "t"})
+        [msg] = await sub.fetch(1, timeout=2)
+        assert (msg.data, msg.subject, msg.headers) == (b"data", "headerless.a", None)
+        assert msg.metadata.sequence.stream == 1
+    finally:
+        await js.delete_stream("HEADERLESS")
+        await nc.close()
