@@ -9,8 +9,10 @@ nothing, and positions derive from counters that move only when the view that
 holds them is written, after the data it points at.
 """
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel
 
 from events.schema import (
     RESPONSE_TERMINAL,
@@ -43,10 +45,34 @@ from projections.views import (
 )
 
 
-@dataclass(frozen=True)
 class Put:
-    key: str
-    value: dict[str, Any]
+    """Write a view under `key`, given as its dict or as its model (`view`).
+
+    A model is dumped only when a dict is asked for (`value`): a KV store serialises the
+    model itself, and a fold that writes one conversation view per event of a batch
+    stores only the last of them, so most are never dumped at all.
+    """
+
+    __slots__ = ("key", "view")
+
+    def __init__(self, key: str, view: dict[str, Any] | BaseModel) -> None:
+        self.key = key
+        self.view = view
+
+    @property
+    def value(self) -> dict[str, Any]:
+        view = self.view
+        return view.model_dump() if isinstance(view, BaseModel) else view
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Put):
+            return NotImplemented
+        return self.key == other.key and self.value == other.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Put({self.key!r}, {self.value!r})"
 
 
 @dataclass(frozen=True)
@@ -64,10 +90,10 @@ class PurgePrefix:
 Change = Put | Delete | PurgePrefix
 
 
-@dataclass(frozen=True)
-class State:
+class State(NamedTuple):
     """The views one event may read: its conversation, its tenant's conversation index (for
-    a ConversationCreated, the index of the tenant it names), and a named item."""
+    a ConversationCreated, the index of the tenant it names), and a named item. (A tuple:
+    built twice per event, a frozen dataclass cost a microsecond each time.)"""
 
     conversation: ConversationView | None
     index: IndexView
@@ -76,7 +102,7 @@ class State:
 
 
 def _put_conversation(view: ConversationView) -> Put:
-    return Put(conversation_key(view.id), view.model_dump())
+    return Put(conversation_key(view.id), view)
 
 
 def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change]]:
@@ -88,7 +114,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         if isinstance(event, ConversationCreated) and state.index.count <= conv.position:
             # The index counter is written last; finish what a crash interrupted.
             index = IndexView(count=conv.position + 1, last_seq=event.seq)
-            return replace(state, index=index), [Put(index_key(conv.tenant), index.model_dump())]
+            return state._replace(index=index), [Put(index_key(conv.tenant), index)]
         return state, []
     if isinstance(event, ConversationCreated):
         if conv is not None:
@@ -104,9 +130,9 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         )
         index = IndexView(count=pos + 1, last_seq=event.seq)
         changes: list[Change] = [
-            Put(index_entry_key(conv.tenant, pos), IndexEntry(id=conv.id).model_dump()),
+            Put(index_entry_key(conv.tenant, pos), IndexEntry(id=conv.id)),
             _put_conversation(conv),
-            Put(index_key(conv.tenant), index.model_dump()),
+            Put(index_key(conv.tenant), index),
         ]
         return State(conv, index), changes
     if conv is None:
@@ -115,7 +141,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         return state, []  # an event for a conversation this view never saw created
     if isinstance(event, Unrecognized):
         conv = conv.model_copy(update={"last_seq": event.seq})
-        return replace(state, conversation=conv), [_put_conversation(conv)]
+        return state._replace(conversation=conv), [_put_conversation(conv)]
     if isinstance(event, ConversationPurged):
         # Erased: no view of it stays behind (only the record in the log).
         changes: list[Change] = [
@@ -124,10 +150,10 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
             Delete(index_entry_key(conv.tenant, conv.position)),
             Delete(conversation_key(conv.id)),
         ]
-        return replace(state, conversation=None, item=None), changes
+        return state._replace(conversation=None, item=None), changes
     if conv.deleted:
         conv = conv.model_copy(update={"last_seq": event.seq})
-        return replace(state, conversation=conv), [_put_conversation(conv)]
+        return state._replace(conversation=conv), [_put_conversation(conv)]
     changes = []
     item = state.item
     update: dict[str, Any] = {}  # one copy of the conversation view per event
@@ -136,7 +162,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
         item = ItemRef(pos=pos)
         changes += [
             Put(item_key(conv.id, pos), event.item),
-            Put(ref_key(conv.id, event.item["id"]), item.model_dump()),
+            Put(ref_key(conv.id, event.item["id"]), item),
         ]
         update["next_item_pos"] = pos + 1
     elif isinstance(event, ItemDeleted):
@@ -146,7 +172,7 @@ def apply(state: State, event: Event | Unrecognized) -> tuple[State, list[Change
             item = ItemRef(pos=item.pos, deleted=True)
             changes += [
                 Delete(item_key(conv.id, item.pos)),
-                Put(ref_key(conv.id, event.item_id), item.model_dump()),
+                Put(ref_key(conv.id, event.item_id), item),
             ]
     elif isinstance(event, MetadataReplaced):
         update["metadata"] = event.metadata
@@ -166,7 +192,7 @@ def _apply_response_event(state: State, event: ResponseEvent) -> tuple[State, li
     """The response's view, and on a conversation its queue of pending responses."""
     response, writes = apply_response(state.response, event)
     changes: list[Change] = [Put(k, v) if v is not None else Delete(k) for k, v in writes]
-    state = replace(state, response=response)
+    state = state._replace(response=response)
     conv = state.conversation
     if conv is None or event.seq <= conv.last_seq:
         return state, changes
@@ -178,4 +204,4 @@ def _apply_response_event(state: State, event: ResponseEvent) -> tuple[State, li
         pending = [p for p in pending if p != event.response_id]
     conv = conv.model_copy(update={"pending_responses": pending, "last_seq": event.seq})
     changes.append(_put_conversation(conv))
-    return replace(state, conversation=conv), changes
+    return state._replace(conversation=conv), changes

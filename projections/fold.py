@@ -17,7 +17,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from events.schema import (
-    DEFAULT_TENANT,
     ConversationCreated,
     Event,
     ItemDeleted,
@@ -40,7 +39,10 @@ from projections.views import (
 )
 
 _DELETED = object()
-MODEL_MEMO = 1_000  # views kept as models (a few batches of the same conversations)
+_NO_INDEX = IndexView()
+# A view as the folder holds it: the model `apply` returned (what it wrote this batch or
+# remembers), or the dict a store returned.
+View = dict[str, Any] | BaseModel
 
 
 class Folder:
@@ -66,12 +68,10 @@ class Folder:
         # fresh: every conversation, response, index and checkpoint key this folder wrote
         # (the only ones the store can hold); item refs are read from the store.
         self._written: set[str] = set()
-        self._cache: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        # Views written lately, as models where `apply` gave them so (frozen: shared as is).
+        self._cache: OrderedDict[str, View | None] = OrderedDict()
         # Views read from the store for the current batch, in one request (`_prefetch`).
         self._fetched: dict[str, dict[str, Any] | None] = {}
-        # key -> (the dict a view was last written as, that view as a model): the next
-        # event of the same view reuses the model instead of validating the dict again.
-        self._models: dict[str, tuple[dict[str, Any], BaseModel]] = {}
         self.applied = 0
 
     async def fold(self, events: list[Event | Unrecognized]) -> None:
@@ -80,12 +80,10 @@ class Folder:
         try:
             await self._prefetch(events)
             for event in events:
-                state, keys = await self._state(event, pending)
-                new, changes = apply(state, event)
+                state = await self._state(event, pending)
+                _, changes = apply(state, event)
                 for change in changes:
                     self._stage(change, pending, purges)
-                    if isinstance(change, Put):
-                        self._memo(change, keys, new)
             if self.checkpointing:
                 checkpoint = await self._get(CHECKPOINT_KEY, pending)
                 if events and events[-1].seq > (checkpoint or {}).get("seq", 0):
@@ -94,7 +92,6 @@ class Folder:
             await self._flush(pending, purges)
         except BaseException:
             self._cache.clear()
-            self._models.clear()
             raise
         finally:
             self._fetched = {}
@@ -105,7 +102,7 @@ class Folder:
         raw = await self._get(CHECKPOINT_KEY, {})
         return int(raw["seq"]) if raw else 0
 
-    async def _get(self, key: str, pending: dict[str, Any]) -> dict[str, Any] | None:
+    async def _get(self, key: str, pending: dict[str, Any]) -> View | None:
         if key in pending:
             value = pending[key]
             return None if value is _DELETED else value
@@ -135,65 +132,26 @@ class Folder:
         if missing:
             self._fetched = dict(zip(missing, await self.views.get_many(missing), strict=True))
 
-    async def _state(
-        self, event: Event | Unrecognized, pending: dict[str, Any]
-    ) -> tuple[State, tuple[str, str, str | None, str | None]]:
-        """The views `event` reads, and their keys (conversation, index, ref, response)."""
+    async def _state(self, event: Event | Unrecognized, pending: dict[str, Any]) -> State:
+        """The views `event` reads."""
         conv_key = conversation_key(event.conversation_id)
-        conv = await self._get(conv_key, pending)
-        if isinstance(event, ConversationCreated):
-            tenant = event.tenant
-        else:
-            tenant = str(conv.get("tenant", DEFAULT_TENANT)) if conv else DEFAULT_TENANT
-        idx_key = index_key(tenant)
-        # Only a ConversationCreated reads or moves its tenant's index (`apply`).
-        created = isinstance(event, ConversationCreated)
-        index = await self._get(idx_key, pending) if created else None
+        conv = _model(await self._get(conv_key, pending), ConversationView)
+        index = _NO_INDEX
+        if type(event) is ConversationCreated:  # the only event that reads or moves its index
+            index = _model(await self._get(index_key(event.tenant), pending), IndexView) or index
         item = response = None
-        item_ref = resp_key = None
-        if isinstance(event, ItemDeleted):
-            item_ref = ref_key(event.conversation_id, event.item_id)
-            item = await self._get(item_ref, pending)
-        if isinstance(event, ResponseEvent):
+        if type(event) is ItemDeleted:
+            ref = await self._get(ref_key(event.conversation_id, event.item_id), pending)
+            item = _model(ref, ItemRef)
+        elif isinstance(event, ResponseEvent):
             resp_key = response_key(event.conversation_id, event.response_id)
-            response = await self._get(resp_key, pending)
-        state = State(
-            self._model(conv_key, conv, ConversationView),
-            self._model(idx_key, index, IndexView) or IndexView(),
-            self._model(item_ref, item, ItemRef),
-            self._model(resp_key, response, ResponseView),
-        )
-        return state, (conv_key, idx_key, item_ref, resp_key)
-
-    def _model(self, key: str | None, value: dict[str, Any] | None, cls: type[Any]) -> Any:
-        if value is None or key is None:
-            return None
-        known = self._models.get(key)
-        if known is not None and known[0] is value:
-            return known[1]
-        return cls(**value)
-
-    def _memo(self, put: Put, keys: tuple[str, str, str | None, str | None], new: State) -> None:
-        """Remember the model `apply` returned for a view it wrote (its state after the
-        event, which is what the written dict was dumped from)."""
-        model: BaseModel | None = None
-        if put.key == keys[0]:
-            model = new.conversation
-        elif put.key == keys[1]:
-            model = new.index
-        elif put.key == keys[2]:
-            model = new.item
-        elif put.key == keys[3]:
-            model = new.response
-        if model is not None:
-            if len(self._models) >= MODEL_MEMO:
-                self._models.clear()
-            self._models[put.key] = (put.value, model)
+            response = _model(await self._get(resp_key, pending), ResponseView)
+        return State(conv, index, item, response)
 
     @staticmethod
     def _stage(change: Change, pending: dict[str, Any], purges: list[PurgePrefix]) -> None:
         if isinstance(change, Put):
-            pending[change.key] = change.value
+            pending[change.key] = change.view
         elif isinstance(change, Delete):
             pending[change.key] = _DELETED
         else:
@@ -222,6 +180,13 @@ class Folder:
         self._cache.move_to_end(key)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+
+
+def _model(value: View | None, cls: type[Any]) -> Any:
+    """The view as its model (validated from a stored dict)."""
+    if value is None or isinstance(value, BaseModel):
+        return value
+    return cls(**value)
 
 
 def _kind(key: str) -> str:

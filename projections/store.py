@@ -270,7 +270,7 @@ class KVViews:
         messages: list[tuple[str, bytes | None]] = []
         for change in changes:
             if isinstance(change, Put):
-                messages.append((change.key, codec.dumps(change.value)))
+                messages.append((change.key, codec.dumps(change.view)))
             elif isinstance(change, Delete):
                 messages.append((change.key, None))
         return messages
