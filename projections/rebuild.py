@@ -157,9 +157,14 @@ async def fold_log(
 
 
 async def rebuild(
-    store: EventStore, replicas: int = 1, progress: Callable[[int], None] | None = None
+    store: EventStore,
+    replicas: int = 1,
+    progress: Callable[[int], None] | None = None,
+    live: Callable[[], None] | None = None,
 ) -> tuple[int, Generation]:
-    """Build a new views generation from the whole log and make it the live one.
+    """Build a new views generation from the whole log and make it the live one, then
+    drop the old one once projectors and readers had time to move over (`live` is called
+    in between: from then on the new views serve).
 
     Returns the last sequence the rebuild folded itself and the new generation.
     """
@@ -192,6 +197,8 @@ async def rebuild(
         ),
     )
     await flip(meta, new)
+    if live:
+        live()
     await asyncio.sleep(2 * POLL + 0.5)  # let projectors and readers move over
     with contextlib.suppress(NotFoundError):
         await js.delete_consumer(STREAM_NAME, old.durable)

@@ -81,6 +81,9 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
     assert w["list"]["short_pages"] == 0
     assert w["rebuild"]["rebuild"]["events"] == sizes["rebuild_events"]
     assert w["rebuild"]["rebuild"]["per_second"] > 0
+    # timed to the flip; the whole command also waits 2.5 s before it drops the old views
+    rb = w["rebuild"]["rebuild"]
+    assert rb["with_retirement_seconds"] >= rb["seconds"] + 2.5
     assert w["rebuild"]["raw_ordered_consumer"]["events"] == sizes["rebuild_events"]
     assert w["memory"]["conversations"] == sizes["memory_conversations"]
     assert w["memory"]["rss_after_mb"]["serve"] > 0
