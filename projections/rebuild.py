@@ -19,7 +19,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from events.connection import connect, headerless
-from events.delivery import position, stream_seq
+from events.delivery import position
 from events.schema import Event
 from events.store import EventStore
 from events.subjects import ALL_EVENTS, STREAM_NAME
@@ -51,6 +51,7 @@ class LogReader:
         self.after = after
         self.end = end
         self._buffer: list[Msg] = []
+        self._seqs: list[int] = []  # the buffered messages' stream sequences
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -95,25 +96,28 @@ class LogReader:
             self._done = True  # `end` itself is gone (erased meanwhile): stop before it
         else:
             self._buffer.append(msg)
+            self._seqs.append(seq)
             self._done = seq == self.end or pending == 0
         self._arrived.set()
         if len(self._buffer) >= READ_AHEAD:
             self._room.clear()
             await self._room.wait()
 
-    async def take(self, limit: int) -> list[Msg]:
-        """Up to `limit` buffered messages in log order; [] once the range is read."""
+    async def take(self, limit: int) -> tuple[list[Msg], list[int]]:
+        """Up to `limit` buffered messages in log order and their stream sequences; empty
+        lists once the range is read."""
         while not self._buffer and not self._done:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), self.store.timeout)
             except TimeoutError:
                 if await self._nothing_pending():
-                    return []
+                    return [], []
         batch, self._buffer = self._buffer[:limit], self._buffer[limit:]
+        seqs, self._seqs = self._seqs[:limit], self._seqs[limit:]
         if len(self._buffer) < READ_AHEAD:
             self._room.set()
-        return batch
+        return batch, seqs
 
     async def _nothing_pending(self) -> bool:
         """No delivery for a while: done if the consumer has nothing left to send (the
@@ -145,12 +149,12 @@ async def fold_log(
     seq = after
     async with LogReader(store, after, end) as reader:
         while seq < end:
-            batch = await reader.take(FOLD_BATCH)
+            batch, seqs = await reader.take(FOLD_BATCH)
             if not batch:
                 break
-            events = decode_batch(batch)
-            await folder.fold([e for e in events if keep is None or keep(e)])
-            seq = stream_seq(batch[-1])
+            events = decode_batch(batch, seqs)
+            await folder.fold(events if keep is None else [e for e in events if keep(e)])
+            seq = seqs[-1]
             if progress:
                 progress(len(batch))
     return seq

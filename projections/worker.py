@@ -45,12 +45,14 @@ MAX_IN_FLIGHT = 1024  # deliveries the server sends ahead of our acks
 ACK_WAIT = 30.0  # seconds before an unacked delivery is sent again
 
 
-def decode_batch(messages: list[Msg]) -> list[Event | Unrecognized]:
-    """Events of a fetched batch; one this version cannot read is logged and folded as a
-    no-op (Unrecognized)."""
+def decode_batch(messages: list[Msg], seqs: list[int] | None = None) -> list[Event | Unrecognized]:
+    """Events of a fetched batch (`seqs`: their stream sequences, when the caller read
+    them already); one this version cannot read is logged and folded as a no-op
+    (Unrecognized)."""
     events: list[Event | Unrecognized] = []
-    for m in messages:
-        event = decode_lenient(m.data, stream_seq(m), m.subject)
+    for i, m in enumerate(messages):
+        seq = seqs[i] if seqs is not None else stream_seq(m)
+        event = decode_lenient(m.data, seq, m.subject)
         if isinstance(event, Unrecognized):
             log.error("unrecognized message at seq %d on %s", event.seq, m.subject)
         events.append(event)
