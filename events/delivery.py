@@ -27,3 +27,16 @@ def position(msg: Msg) -> tuple[int, int]:
             return int(tokens[7]), int(tokens[10])
     meta = msg.metadata  # not a JetStream delivery: nats-py raises as it would
     return meta.sequence.stream, meta.num_pending
+
+
+def delivery(msg: Msg) -> tuple[int, int, int]:
+    """(stream sequence, consumer sequence, messages still pending): an ordered reader
+    checks the consumer sequence to see that no delivery was lost on the way."""
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"]:
+        if len(tokens) == _V1:
+            return int(tokens[5]), int(tokens[6]), int(tokens[8])
+        if len(tokens) >= _V1 + 2:
+            return int(tokens[7]), int(tokens[8]), int(tokens[10])
+    meta = msg.metadata
+    return meta.sequence.stream, meta.sequence.consumer, meta.num_pending
