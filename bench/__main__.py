@@ -51,7 +51,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--target",
         metavar="URL",
         help="run only the HTTP workloads (append, visibility, list, responses) against this "
-        "OpenAI-compatible API root, e.g. http://host:8000/v1; no baseline, rebuild or memory",
+        "OpenAI-compatible API root, e.g. http://host:8000/v1; no baseline, rebuild or memory "
+        "(an API key, if it wants one, from the environment: CONVSTORE_BENCH_API_KEY)",
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (bench/results)")
     p.add_argument(

@@ -13,6 +13,7 @@ measures `/healthz` through httpx once, so the difference stays on record.
 import asyncio
 import contextlib
 import json as jsonlib
+import os
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,16 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 _SSL = ssl.create_default_context()  # made once: building one costs ~10 ms
 MAX_HEAD = 64 * 1024
+API_KEY_ENV = "CONVSTORE_BENCH_API_KEY"
+
+
+def auth_headers() -> dict[str, str]:
+    """`Authorization: Bearer <key>` when CONVSTORE_BENCH_API_KEY is set, for a `--target`
+    that wants an API key (OpenAI's own API, a convstore with keys). Taken from the
+    environment so that the benchmark's second client process and wrk get it too, and the
+    key stays out of the process list."""
+    key = os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 class WireError(RuntimeError):
@@ -74,6 +85,7 @@ class HttpConnection:
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or (443 if self._tls else 80)
         self._host_header = parts.netloc.rsplit("@", 1)[-1]
+        self._headers = "".join(f"{name}: {value}\r\n" for name, value in auth_headers().items())
         self.timeout = timeout
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -115,7 +127,7 @@ class HttpConnection:
         if params:
             path += ("&" if "?" in path else "?") + urlencode(params)
         body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n{self._headers}"
         if json is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         request = (head + "\r\n").encode() + body

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.wire import auth_headers
+
 SCRIPT = """
 local paths = {%(paths)s}
 local n = 0
@@ -26,7 +28,7 @@ function setup(thread)
   thread:set("path", paths[n])
 end
 function request()
-  return wrk.format("%(method)s", path, {["Content-Type"] = "application/json"}, %(body)s)
+  return wrk.format("%(method)s", path, {["Content-Type"] = "application/json"%(auth)s}, %(body)s)
 end
 function done(summary, latency, requests)
   local cdf = {}
@@ -38,6 +40,18 @@ function done(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, latency.mean / 1000, table.concat(cdf, ",")))
 end
 """
+
+
+def lua_script(paths: list[str], body: dict[str, Any] | None) -> str:
+    """The wrk script: each thread on its own path, POSTing `body` (or a GET without one),
+    with the Authorization header when CONVSTORE_BENCH_API_KEY is set."""
+    auth = "".join(f', ["{name}"] = [[{value}]]' for name, value in auth_headers().items())
+    return SCRIPT % {
+        "paths": ",".join(f'"{p}"' for p in paths),
+        "method": "GET" if body is None else "POST",
+        "auth": auth,
+        "body": "nil" if body is None else f"[[{json.dumps(body, separators=(',', ':'))}]]",
+    }
 
 
 def available() -> bool:
@@ -64,11 +78,7 @@ async def in_flight(
     """One connection and thread per path (POST `body`, or GET without one), closed loop
     for `seconds`: figures shaped like `load.measure`'s, with `client: "wrk"`."""
     parts = urlsplit(url)
-    script = SCRIPT % {
-        "paths": ",".join(f'"{p}"' for p in paths),
-        "method": "GET" if body is None else "POST",
-        "body": "nil" if body is None else f"[[{json.dumps(body, separators=(',', ':'))}]]",
-    }
+    script = lua_script(paths, body)
     n = len(paths)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "append.lua"

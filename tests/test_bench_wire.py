@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from bench.wire import HttpConnection, WireError
+from bench import wrk
+from bench.wire import API_KEY_ENV, HttpConnection, WireError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes, bytes], Awaitable[None]]
 
@@ -20,6 +21,7 @@ class Server:
         self.handler = handler
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []  # (request line, body)
+        self.headers: list[list[bytes]] = []  # each request's header lines
 
     async def __aenter__(self) -> str:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -42,6 +44,7 @@ class Server:
                         length = int(value)
                 body = await reader.readexactly(length)
                 self.requests.append((line, body))
+                self.headers.append(headers)
                 await self.handler(reader, writer, line, body)
                 if writer.is_closing():
                     return
@@ -158,3 +161,25 @@ async def test_an_error_status_is_returned_and_raise_for_status_names_it() -> No
         assert response.status_code == 404 and response.json()["error"]["message"] == "nope"
         with pytest.raises(WireError, match="GET /v1/conversations/x: HTTP 404"):
             response.raise_for_status()
+
+
+async def test_an_api_key_in_the_environment_goes_with_every_request(monkeypatch) -> None:
+    """CONVSTORE_BENCH_API_KEY: a --target that wants a key (OpenAI's API, a convstore
+    with keys) gets it from every client the benchmark drives, wrk included; unset, no
+    Authorization header at all."""
+
+    async def ok(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _l: bytes, _b: bytes):
+        w.write(answer(b"{}"))
+
+    server = Server(ok)
+    async with server as url:
+        async with HttpConnection(url) as client:
+            await client.get("models")
+        monkeypatch.setenv(API_KEY_ENV, "sk-bench-123")
+        async with HttpConnection(url) as client:
+            await client.post("conversations", json={})
+    assert not any(h.lower().startswith(b"authorization") for h in server.headers[0])
+    assert b"Authorization: Bearer sk-bench-123" in server.headers[1]
+    assert '["Authorization"] = [[Bearer sk-bench-123]]' in wrk.lua_script(["/v1/x"], {"a": 1})
+    monkeypatch.delenv(API_KEY_ENV)
+    assert "Authorization" not in wrk.lua_script(["/v1/x"], None)

@@ -21,6 +21,7 @@ from bench.http import add_items, create_conversation
 from bench.payload import http_item
 from bench.procs import CpuMeter
 from bench.stats import summary
+from bench.wire import auth_headers
 
 
 async def one_at_a_time(ctx: Context) -> dict[str, Any]:
@@ -109,7 +110,7 @@ async def _through_httpx(url: str, count: int) -> list[float]:
     """The same floor through httpx (what the openai SDK and runs 1-8 of this benchmark
     used): kept beside the figures to show what a heavier client adds to every one."""
     latencies: list[float] = []
-    async with httpx.AsyncClient(timeout=30.0) as client:
+    async with httpx.AsyncClient(timeout=30.0, headers=auth_headers()) as client:
         for _ in range(count):
             start = time.perf_counter()
             (await client.get(url)).raise_for_status()
