@@ -17,6 +17,7 @@ import uvicorn
 from api import keys as api_keys
 from api import one_write
 from api.app import create_app
+from api.protocol_errors import JsonErrorsProtocol
 from convstore import audit, keys_command
 from convstore.children import Child
 from convstore.embedded_nats import EmbeddedNats
@@ -189,6 +190,7 @@ async def _serve_http(
     one_write.install()
     config = uvicorn.Config(
         app,
+        http=JsonErrorsProtocol,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
