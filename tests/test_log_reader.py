@@ -7,6 +7,7 @@ import logging
 
 from events.schema import ConversationCreated, ItemAdded
 from events.store import EventStore
+from events.subjects import STREAM_NAME
 from projections import log_reader
 from projections.log_reader import LogReader
 from tests.test_projector import message
@@ -56,3 +57,18 @@ async def test_deliveries_nats_py_dropped_are_read_again(store, monkeypatch, cap
             seen = await _read_all(reader, pause=0.01)
     assert seen == list(range(101, end - 50 + 1))
     assert reader.restarts > 0
+
+
+async def test_a_consumer_lost_mid_read_is_replaced_after_a_quiet_timeout(store, monkeypatch):
+    """An ephemeral consumer in memory is gone when its server restarts: no delivery and no
+    gap to notice, so a quiet `timeout` asks the server, and a new consumer reads on. (Past
+    the flow control window, so the server still holds events back when it goes.)"""
+    end = await _log(store, 30, 99, size=4000)
+    monkeypatch.setattr(log_reader, "READ_AHEAD", 50)
+    quick = EventStore(store.nc, store.js, timeout=1)
+    async with LogReader(quick, 0, end) as reader:
+        _, seqs = await reader.take(50)
+        await store.js.delete_consumer(STREAM_NAME, reader._consumer)
+        seen = seqs + await _read_all(reader)
+    assert seen == list(range(1, end + 1))
+    assert reader.restarts == 1
