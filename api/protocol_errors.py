@@ -11,17 +11,14 @@ import json
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-
-def error_body(message: str) -> bytes:
-    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
-    return json.dumps({"error": error}).encode()
+from api.errors import APIError
 
 
 class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
     """uvicorn's HTTP/1.1 protocol (httptools, or h11 without it) with a JSON 400."""
 
     def send_400_response(self, msg: str) -> None:
-        body = error_body(msg)
+        body = json.dumps(APIError(400, msg).body).encode()
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]

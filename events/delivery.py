@@ -19,14 +19,8 @@ def stream_seq(msg: Msg) -> int:
 
 def position(msg: Msg) -> tuple[int, int]:
     """(stream sequence, messages still pending after it for this consumer)."""
-    tokens = (msg.reply or "").split(".")
-    if tokens[:2] == ["$JS", "ACK"]:
-        if len(tokens) == _V1:
-            return int(tokens[5]), int(tokens[8])
-        if len(tokens) >= _V1 + 2:
-            return int(tokens[7]), int(tokens[10])
-    meta = msg.metadata  # not a JetStream delivery: nats-py raises as it would
-    return meta.sequence.stream, meta.num_pending
+    seq, _, pending = delivery(msg)
+    return seq, pending
 
 
 def delivery(msg: Msg) -> tuple[int, int, int]:
@@ -38,5 +32,5 @@ def delivery(msg: Msg) -> tuple[int, int, int]:
             return int(tokens[5]), int(tokens[6]), int(tokens[8])
         if len(tokens) >= _V1 + 2:
             return int(tokens[7]), int(tokens[8]), int(tokens[10])
-    meta = msg.metadata
+    meta = msg.metadata  # not a JetStream delivery: nats-py raises as it would
     return meta.sequence.stream, meta.sequence.consumer, meta.num_pending

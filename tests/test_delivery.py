@@ -1,5 +1,6 @@
-"""A delivery's stream sequence and pending count, read from its reply subject, agree
-with nats-py's `Msg.metadata` for both forms of the subject and for real deliveries."""
+"""A delivery's stream sequence, consumer sequence and pending count, read from its reply
+subject, agree with nats-py's `Msg.metadata` for both forms of the subject and for real
+deliveries."""
 
 import nats
 import pytest
@@ -8,7 +9,7 @@ from nats.errors import NotJSMessageError
 from nats.js.api import StreamConfig
 
 from events.connection import connect
-from events.delivery import position, stream_seq
+from events.delivery import delivery, position, stream_seq
 
 V1 = "$JS.ACK.CONVSTORE.projector.1.4242.17.1764650000000000000.9"
 V2 = "$JS.ACK._.ACCHASH.CONVSTORE.projector.2.4243.18.1764650000000000000.0.RANDOM"
@@ -21,6 +22,7 @@ def test_both_forms_of_the_reply_subject(reply: str) -> None:
     meta = msg.metadata
     assert position(msg) == (meta.sequence.stream, meta.num_pending)
     assert stream_seq(msg) == meta.sequence.stream
+    assert delivery(msg) == (meta.sequence.stream, meta.sequence.consumer, meta.num_pending)
 
 
 @pytest.mark.parametrize("reply", ["", "_INBOX.abc", "$JS.ACK.too.short"])
@@ -43,6 +45,7 @@ async def test_real_deliveries_agree_with_nats_py(nats_url: str) -> None:
         for msg in [*fetched, *ordered]:
             meta = msg.metadata
             assert position(msg) == (meta.sequence.stream, meta.num_pending)
+            assert delivery(msg)[1] == meta.sequence.consumer
         assert [stream_seq(m) for m in ordered] == [1, 2, 3, 4, 5]
         await js.delete_stream("DELIVERY")
     finally:
