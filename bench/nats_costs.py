@@ -30,7 +30,7 @@ from convstore.loop import run_loop
 from events import codec
 from events.connection import connect
 from events.direct import direct_get, direct_last
-from projections.store import open_bucket
+from projections.store import open_views
 from projections.views import conversation_key, item_key
 
 BUCKET = "probe_views"
@@ -84,7 +84,7 @@ async def measure(url: str, n: int) -> dict[str, float]:
     nc = await connect([url], "bench-nats-costs")
     try:
         js = nc.jetstream()
-        kv = await open_bucket(js, bucket=BUCKET)
+        kv = await open_views(js, BUCKET)
         keys = [conversation_key(CONVERSATION)] + [item_key(CONVERSATION, p) for p in range(21)]
         for key in keys:
             await kv.put(key, codec.dumps(ITEM))

@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from events.connection import cancel_for_sure
 from events.store import while_unavailable
-from projections.store import BUCKET, KVViews, open_bucket
+from projections.store import BUCKET, KVViews, open_bucket, open_views
 
 log = logging.getLogger("convstore.views")
 
@@ -82,7 +82,7 @@ class ActiveViews:
     async def _refresh(self) -> None:
         generation = await current(self._meta)
         if self._views is None or generation != self.generation:
-            kv = await open_bucket(self.js, bucket=generation.bucket, replicas=self.replicas)
+            kv = await open_views(self.js, generation.bucket, self.replicas)
             self._views = KVViews(self.js, kv, generation.bucket)
             if generation != self.generation:
                 log.info("reading views from %s", generation.bucket)

@@ -1,11 +1,13 @@
 """Views written into a bucket nobody reads yet: a rebuild's new generation.
 
-A rebuild writes about two keys per event of the log, as JetStream atomic batches of up
-to 1,000 keys: one stored write, and with `sync_interval: always` one fsync, per batch
-(as plain publishes, each key was an fsync of its own: a 1,000,000-event rebuild ran at
-3,400 events/s instead of 12,500). Their acknowledgements bought a rebuild nothing but
-waiting: nobody reads its bucket before the flip, and one that fails starts again into a
-new, empty bucket. So every message, commits included, goes out with no reply, and the
+A rebuild writes about two keys per event of the log: into a bucket stored with
+`persist_mode: async` (`open_views`) as plain KV puts, which nothing fsyncs; into one
+stored with fsync as JetStream atomic batches of up to 1,000 keys, one stored write and
+with `sync_interval: always` one fsync per batch (as plain publishes there, each key was
+an fsync of its own: a 1,000,000-event rebuild ran at 3,400 events/s instead of 12,500).
+Acknowledgements would buy a rebuild nothing but waiting: nobody reads its bucket before
+the flip, and one that fails starts again into a new, empty bucket. So every message,
+commits included, goes out with no reply, and the
 stream's position confirms them: every key sent is exactly one message of the bucket's
 stream, so its last sequence, minus the one it had before the first write, counts what
 is stored. A batch the server refused (a message with no reply hears no error) shows as
@@ -23,7 +25,7 @@ from nats.js.kv import KeyValue
 from events.ids import new_id
 from events.store import MAX_BATCH
 from projections.apply import Change
-from projections.store import KVViews, send_batch_messages
+from projections.store import KVViews, send_messages
 
 IN_FLIGHT = 32_000  # keys sent and not yet stored before a write waits (~32 MB of views)
 POLL = 0.002  # seconds between looks at the stream's position while waiting
@@ -58,14 +60,14 @@ class BulkViews(KVViews):
         messages = await self._purge_then_encode(changes)
         if not messages:
             return
-        if not self._atomic:
-            await self._allow_atomic()
+        batches = await self._can_batch()
         if self._base is None:
             self._base = await self._last_seq()
         prefix = f"$KV.{self.bucket}."
         for start in range(0, len(messages), MAX_BATCH):
             batch = messages[start : start + MAX_BATCH]
-            await send_batch_messages(self.js._nc, prefix, new_id("vb"), batch, commit=True)
+            batch_id = new_id("vb") if batches else None
+            await send_messages(self.js._nc, prefix, batch, batch_id, commit=True)
             self._sent += len(batch)
         if self._sent - self._stored > self.in_flight:
             await self._stored_up_to(self.in_flight // 2)

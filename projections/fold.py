@@ -97,6 +97,10 @@ class Folder:
             self._fetched = {}
         self.applied += len(events)
 
+    def forget(self) -> None:
+        """Drop the cache: the store may no longer hold what this folder wrote."""
+        self._cache.clear()
+
     async def checkpoint(self) -> int:
         """The last sequence these views have applied (0 for empty views)."""
         raw = await self._get(CHECKPOINT_KEY, {})

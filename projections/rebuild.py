@@ -21,7 +21,7 @@ from projections.active import POLL, Generation, current, flip, meta_bucket
 from projections.bulk_views import BulkViews
 from projections.fold import Folder
 from projections.log_reader import FOLD_BATCH, LogReader
-from projections.store import BUCKET, ViewStore, open_bucket
+from projections.store import BUCKET, ViewStore, open_views
 from projections.worker import ACK_WAIT, MAX_IN_FLIGHT, decode_batch
 
 CATCH_UP_GAP = 100  # flip once the new views are this close to the log's end
@@ -76,7 +76,7 @@ async def rebuild(
     old = await current(meta)
     suffix = secrets.token_hex(4)
     new = Generation(bucket=f"{BUCKET}_{suffix}", durable=f"projector_{suffix}")
-    kv = await open_bucket(js, bucket=new.bucket, replicas=replicas)
+    kv = await open_views(js, new.bucket, replicas)
     # Nobody reads the new bucket before the flip, and only this folder writes it: keys
     # stored behind the next fold, confirmed by the stream's position; views it never
     # wrote are absent.

@@ -9,7 +9,13 @@ from typing import Any, Protocol
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    PersistMode,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import (
     APIError,
     BucketNotFoundError,
@@ -78,21 +84,45 @@ class MemoryViews:
                     del self.data[key]
 
 
+class ViewsLost(RuntimeError):
+    """The bucket's stream stands before a write it acknowledged: the server lost the
+    tail of a bucket stored without fsync (see `open_views`), or the bucket was dropped
+    and made again. Whoever folds into it must start again from its stored checkpoint."""
+
+
+async def open_views(js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1) -> KeyValue:
+    """A views bucket, created when missing. Views are disposable (the log rebuilds
+    them), so on one replica the bucket is made with JetStream's `persist_mode: async`
+    (nats-server 2.12+): acknowledged before it reaches the disk and never fsynced, even
+    under `sync_interval: always`, which the log keeps. With `always`, a fsynced bucket
+    made every view write wait for a fsync, and every read of the bucket wait for the
+    writes' fsyncs (a direct get beside four writers: p50 1.26 against 0.49 ms async).
+    What a crash of nats-server loses is the tail of the bucket, its checkpoint with it,
+    which the projector then folds again (`ViewsLost`). The persist mode is set when a
+    bucket is made and cannot change: buckets made before keep theirs until a rebuild
+    replaces them. Several replicas keep the server's default (async is R1 only)."""
+    return await open_bucket(js, bucket, replicas, disposable=replicas == 1)
+
+
 async def open_bucket(
     js: JetStreamContext,
     bucket: str = BUCKET,
     replicas: int = 1,
     history: int = 1,
     ttl: float | None = None,
+    disposable: bool = False,
 ) -> KeyValue:
-    """A KV bucket (by default the views bucket), created when missing; `ttl` is the
-    max_age of its values (None: kept forever)."""
+    """A KV bucket, created when missing; `ttl` is the max_age of its values (None: kept
+    forever); `disposable`: stored with `persist_mode: async` (see `open_views`)."""
 
     async def open_or_create() -> KeyValue:
         try:
             return await js.key_value(bucket)
         except (BucketNotFoundError, NotFoundError):
             pass
+        if disposable:
+            await js.add_stream(_async_kv_stream(bucket, history, ttl))
+            return await js.key_value(bucket)
         return await js.create_key_value(
             KeyValueConfig(
                 bucket=bucket,
@@ -107,12 +137,37 @@ async def open_bucket(
     return await while_unavailable(open_or_create)
 
 
+def _async_kv_stream(bucket: str, history: int, ttl: float | None) -> StreamConfig:
+    """The stream nats-py's `create_key_value` makes for a bucket (nats-py 2.16, one
+    replica, file storage, direct gets), with `persist_mode: async`, which its
+    KeyValueConfig cannot say."""
+    return StreamConfig(
+        name=f"KV_{bucket}",
+        subjects=[f"$KV.{bucket}.>"],
+        allow_direct=True,
+        allow_rollup_hdrs=True,
+        allow_msg_ttl=True,
+        deny_delete=True,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=min(ttl, 120.0) if ttl else 120.0,
+        max_age=ttl,
+        max_consumers=-1,
+        max_msgs=-1,
+        max_msgs_per_subject=history,
+        num_replicas=1,
+        storage=StorageType.FILE,
+        persist_mode=PersistMode.ASYNC,
+    )
+
+
 class KVViews:
     """Views in a JetStream KV bucket.
 
-    A write is JetStream atomic batches (nats-server 2.12+) of up to MAX_BATCH keys, one
-    after the other: one acknowledgement, and with `sync_interval: always` one fsync, per
-    batch instead of per key, and a batch lands whole or not at all.
+    A write lands in order and stops at the first key refused, so what lands is a
+    prefix: pipelined publishes, each expecting the stream's sequence before it, or on a
+    bucket stored with fsync, for more than PIPELINE_MAX keys, JetStream atomic batches
+    (nats-server 2.12+) of up to MAX_BATCH keys, one after the other: one
+    acknowledgement, and with `sync_interval: always` one fsync, per batch.
 
     A rebuild, which writes a bucket nobody reads yet, uses `BulkViews` instead
     (projections/bulk_views.py).
@@ -130,7 +185,7 @@ class KVViews:
         self.bucket = bucket
         self.timeout = timeout
         self.stream = f"KV_{bucket}"
-        self._atomic = False  # the bucket's stream is known to accept atomic batches
+        self._batches: bool | None = None  # large writes as atomic batches (None: not asked)
         self._last: int | None = None  # the stream's last sequence, after our last write
 
     async def flush(self) -> None:
@@ -180,16 +235,15 @@ class KVViews:
         in their order, so that a failure leaves none of the later ones written: a small
         write (the live projector's) pipelined with a chained expected sequence
         (`_pipelined`), a large one in atomic batches, each acknowledged before the next
-        is sent."""
+        is sent (pipelined too, a chunk at a time, on a bucket that takes no batches)."""
         messages = await self._purge_then_encode(changes)
         if not messages:
             return
-        if len(messages) <= PIPELINE_MAX:
-            await self._pipelined(messages)
+        if len(messages) <= PIPELINE_MAX or not await self._can_batch():
+            for start in range(0, len(messages), MAX_BATCH):
+                await self._pipelined(messages[start : start + MAX_BATCH])
             return
         self._last = None  # the batches below move the stream on
-        if len(messages) > 1 and not self._atomic:
-            await self._allow_atomic()
         for start in range(0, len(messages), MAX_BATCH):
             await self._batch(messages[start : start + MAX_BATCH])
 
@@ -203,7 +257,8 @@ class KVViews:
         refused every later one is refused too: what lands is a prefix, as from an
         atomic batch cut short, which the fold is built to repair. When another write
         moved the stream on (a purge's markers), the sequence is read again and the write
-        sent again once: the same values, in the same order."""
+        sent again once: the same values, in the same order. When the stream stands
+        before our last write instead, the server lost writes it acknowledged: ViewsLost."""
         prefix = f"$KV.{self.bucket}."
         inbox = await replies(self.js._nc)
         for attempt in range(2):
@@ -224,11 +279,18 @@ class KVViews:
                 async with asyncio.timeout(self.timeout):
                     seqs = await asyncio.gather(*futures)
             except BaseException as exc:
-                self._last = None
+                before, self._last = self._last, None
                 for future in futures:
                     future.cancel()
                 moved = isinstance(exc, APIError) and exc.err_code in WRONG_LAST_SEQUENCE
                 if moved and attempt == 0:
+                    now = (await self.js.stream_info(self.stream)).state.last_seq
+                    if before is not None and now < before:
+                        raise ViewsLost(
+                            f"{self.stream} stands at {now}, before {before}, a write it "
+                            "acknowledged"
+                        ) from exc
+                    self._last = now
                     continue
                 raise
             self._last = seqs[-1]
@@ -242,7 +304,7 @@ class KVViews:
         headers: dict[str, str] = {}
         if body:  # a single message is a plain publish (a KV put or delete)
             batch_id = new_id("vb")
-            await send_batch_messages(self.js._nc, prefix, batch_id, body)
+            await send_messages(self.js._nc, prefix, body, batch_id)
             headers = {
                 "Nats-Batch-Id": batch_id,
                 "Nats-Batch-Sequence": str(len(messages)),
@@ -275,15 +337,22 @@ class KVViews:
                 messages.append((change.key, None))
         return messages
 
-    async def _allow_atomic(self) -> None:
-        """Buckets are created without `allow_atomic` (nats-py's KeyValueConfig has no such
-        setting): turn it on once, for new buckets and for those of older versions."""
-        info = await self.js.stream_info(self.stream)
-        if not info.config.allow_atomic:
-            config = info.config
-            config.allow_atomic = True
-            await self.js.update_stream(config)
-        self._atomic = True
+    async def _can_batch(self) -> bool:
+        """Whether the bucket takes atomic batches, asked once. Not one stored with
+        `persist_mode: async`: nats-server refuses batches there, and with no fsync per
+        message there is nothing for a batch to share. Otherwise `allow_atomic` is turned
+        on (nats-py's KeyValueConfig has no such setting), for new buckets and for those
+        of older versions."""
+        if self._batches is None:
+            config = (await self.js.stream_info(self.stream)).config
+            if config.persist_mode == PersistMode.ASYNC:
+                self._batches = False
+            else:
+                if not config.allow_atomic:
+                    config.allow_atomic = True
+                    await self.js.update_stream(config)
+                self._batches = True
+        return self._batches
 
     async def _purge(self, change: PurgePrefix) -> None:
         await self.js.purge_stream(self.stream, subject=f"$KV.{self.bucket}.{change.prefix}>")
@@ -296,32 +365,41 @@ def _value(msg: DirectMsg) -> dict[str, Any] | None:
     return codec.loads(msg.data)  # type: ignore[no-any-return]
 
 
-async def send_batch_messages(
+async def send_messages(
     nc: NATS,
     prefix: str,
-    batch_id: str,
     messages: list[tuple[str, bytes | None]],
+    batch_id: str | None = None,
     commit: bool = False,
 ) -> None:
-    """Send (key, value; None: delete) messages of an atomic batch (sequences from 1) with
-    no reply, the last one as its commit if `commit`, as one write of protocol bytes:
-    `nc.publish` validates and encodes each message and its headers again, which costs
-    several times more than the message itself in a rebuild. nats-py has no public call
-    for that, so without its `_send_command` each goes through `publish`."""
-    last = len(messages) if commit else 0
+    """Send (key, value; None: delete) messages with no reply as one write of protocol
+    bytes: as an atomic batch `batch_id` (sequences from 1; the last one its commit if
+    `commit`), or as plain KV puts and deletes without `batch_id`. `nc.publish` validates
+    and encodes each message and its headers again, which costs several times more than
+    the message itself in a rebuild. nats-py has no public call for that, so without its
+    `_send_command` each goes through `publish`."""
+    last = len(messages) if commit and batch_id else 0
     if not RAW_PUBLISH or nc.is_closed:
         for n, (key, value) in enumerate(messages, start=1):
-            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)} if batch_id else {}
             if n == last:
                 headers["Nats-Batch-Commit"] = "1"
             if value is None:
                 headers["KV-Operation"] = "DEL"
-            await nc.publish(prefix + key, value or b"", headers=headers)
+            await nc.publish(prefix + key, value or b"", headers=headers or None)
         return
-    head = b"NATS/1.0\r\nNats-Batch-Id: %s\r\nNats-Batch-Sequence: " % batch_id.encode()
+    head = (
+        b"NATS/1.0\r\nNats-Batch-Id: %s\r\nNats-Batch-Sequence: " % batch_id.encode()
+        if batch_id
+        else b""
+    )
     parts = []
     for n, (key, value) in enumerate(messages, start=1):
-        hdr = b"%s%d\r\n" % (head, n)
+        subject = (prefix + key).encode()
+        if not batch_id and value is not None:
+            parts.append(b"PUB %s %d\r\n%s\r\n" % (subject, len(value), value))
+            continue
+        hdr = b"%s%d\r\n" % (head, n) if batch_id else b"NATS/1.0\r\n"
         if n == last:
             hdr += b"Nats-Batch-Commit: 1\r\n"
         if value is None:
@@ -329,7 +407,6 @@ async def send_batch_messages(
         else:
             hdr += b"\r\n"
         size = len(hdr)
-        subject = (prefix + key).encode()
         parts.append(b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, size, size + len(value), hdr, value))
     await nc._send_command(b"".join(parts))
     if nc._flush_queue is not None and nc._flush_queue.empty():  # as `publish` does

@@ -21,6 +21,7 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker
 from faststream.nats.message import NatsMessage
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -35,7 +36,7 @@ from events.subjects import ALL_EVENTS, STREAM_NAME
 from projections.active import DEFAULT_DURABLE, POLL, Generation, current, meta_bucket
 from projections.fold import Folder
 from projections.leader import LEASE_TTL, Lease, holder_id
-from projections.store import KVViews, open_bucket
+from projections.store import KVViews, open_views
 
 log = logging.getLogger("convstore.projector")
 
@@ -43,6 +44,7 @@ DURABLE = DEFAULT_DURABLE
 BATCH = 256  # events per fold when reading the log directly (rebuild)
 MAX_IN_FLIGHT = 1024  # deliveries the server sends ahead of our acks
 ACK_WAIT = 30.0  # seconds before an unacked delivery is sent again
+RECHECK = 1.0  # seconds between looks at the connection's reconnects while idle
 
 
 def decode_batch(messages: list[Msg], seqs: list[int] | None = None) -> list[Event | Unrecognized]:
@@ -66,14 +68,22 @@ async def close_quietly(closing: Awaitable[Any], timeout: float = 5.0) -> None:
 
 
 class Projector:
-    """Folds buffered deliveries in log order, filling any gap from the log."""
+    """Folds buffered deliveries in log order, filling any gap from the log.
 
-    def __init__(self, folder: Folder, history: History) -> None:
+    What it knows of its views (the checkpoint, the folder's cache) it forgets after a
+    failed fold and after `connection` reconnected, and reads them again: views are
+    stored without fsync (`open_views`), so a nats-server that crashed may have lost
+    the last writes it acknowledged, checkpoint included, and those events are folded
+    again from the stored checkpoint on."""
+
+    def __init__(self, folder: Folder, history: History, connection: NATS | None = None) -> None:
         self.folder = folder
         self.history = history
+        self.connection = connection
         self.checkpoint: int | None = None
         self._buffer: list[Msg] = []
         self._wake = asyncio.Event()
+        self._reconnects = self._reconnect_count()
 
     def deliver(self, msg: Msg) -> None:
         self._buffer.append(msg)
@@ -83,10 +93,26 @@ class Projector:
         """Flush loop: one fold per wake-up, covering everything delivered meanwhile."""
         await self._retrying(self.catch_up, [])
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECHECK):
+                    await self._wake.wait()
+            if self._reconnect_count() != self._reconnects:
+                self._reconnects = self._reconnect_count()
+                self.forget()
+                await self._retrying(self.catch_up, [])
+            if not self._wake.is_set():
+                continue
             self._wake.clear()
             batch, self._buffer = self._buffer, []
             await self._flush(batch)
+
+    def forget(self) -> None:
+        """Read the checkpoint and the views from the store again."""
+        self.checkpoint = None
+        self.folder.forget()
+
+    def _reconnect_count(self) -> int:
+        return int(self.connection.stats["reconnects"]) if self.connection else 0
 
     async def catch_up(self) -> None:
         """Fold what the log holds past the checkpoint now. After a crash or a takeover,
@@ -115,8 +141,10 @@ class Projector:
                 await fold()
                 return
             except Exception:
-                # NATS hiccup: keep the batch (and the order) and try again.
+                # NATS hiccup: keep the batch (and the order) and try again, from what the
+                # views hold then (they may have lost writes: ViewsLost).
                 log.exception("fold failed; retrying in %.2fs", delay)
+                self.forget()
                 for m in batch:
                     with contextlib.suppress(Exception):
                         await m.in_progress()
@@ -226,7 +254,7 @@ async def _lead(
     """Project until `stop`, or until the lease is lost (`kept` ends)."""
     while not stop.is_set() and not kept.done():
         generation = await current(meta)
-        kv = await open_bucket(js, bucket=generation.bucket, replicas=replicas)
+        kv = await open_views(js, generation.bucket, replicas)
         broker = NatsBroker(
             nats_urls,
             max_reconnect_attempts=-1,
@@ -234,7 +262,8 @@ async def _lead(
             log_level=logging.DEBUG,  # per-message access logs only when debugging
             apply_types=False,
         )
-        projector = Projector(Folder(KVViews(js, kv, generation.bucket)), History(store))
+        views = KVViews(js, kv, generation.bucket)
+        projector = Projector(Folder(views), History(store), connection=store.nc)
         register_projector(broker, projector, generation.durable)
         flusher = asyncio.create_task(projector.run())
         try:

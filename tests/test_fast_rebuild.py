@@ -1,6 +1,9 @@
 """The rebuild's fast paths against a real nats-server: atomic batches of views, bulk writes
-confirmed by the stream behind the fold, a fresh single-phase folder, the ordered-consumer
-log reader."""
+confirmed by the stream behind the fold (as atomic batches into a bucket stored with fsync,
+as plain puts into one stored with `persist_mode: async`), a fresh single-phase folder, the
+ordered-consumer log reader."""
+
+import dataclasses
 
 import pytest
 from nats.js.errors import NotFoundError
@@ -14,7 +17,7 @@ from projections.apply import Delete, PurgePrefix, Put
 from projections.bulk_views import BulkViews, ViewsNotStored
 from projections.fold import Folder
 from projections.rebuild import fold_log
-from projections.store import KVViews, MemoryViews, open_bucket
+from projections.store import KVViews, MemoryViews, _async_kv_stream, open_bucket, open_views
 from tests.test_projector import kv_snapshot, message, write_history
 
 
@@ -44,11 +47,19 @@ async def test_kv_writes_cross_the_atomic_batch_limit(store, monkeypatch, raw):
     ]
 
 
+BUCKETS = pytest.mark.parametrize(
+    "open_", [open_bucket, open_views], ids=["fsynced-bucket", "async-bucket"]
+)
+
+
+@BUCKETS
 @pytest.mark.parametrize("raw", [True, False], ids=["protocol-bytes", "publish"])
-async def test_bulk_writes_are_read_back_and_confirmed_by_the_stream(store, monkeypatch, raw):
+async def test_bulk_writes_are_read_back_and_confirmed_by_the_stream(
+    store, monkeypatch, raw, open_
+):
     monkeypatch.setattr(store_module, "RAW_PUBLISH", raw)
     js = store.js
-    kv = await open_bucket(js, bucket="bulk")
+    kv = await open_(js, "bulk")
     views = BulkViews(js, kv, "bulk", timeout=2, in_flight=1500)
     for n in range(6):
         await views.write([Put(f"k{n}.{i}", {"n": n, "i": i}) for i in range(1200)])
@@ -60,12 +71,13 @@ async def test_bulk_writes_are_read_back_and_confirmed_by_the_stream(store, monk
     assert snapshot["k0.0"] == {"again": True}
 
 
-async def test_a_purge_waits_for_the_bulk_writes_before_it(store):
+@BUCKETS
+async def test_a_purge_waits_for_the_bulk_writes_before_it(store, open_):
     """A purge is a JetStream API request, served beside the stream's inbound messages: sent
     while earlier keys are still on their way, it could run first and leave them behind
     (a purged conversation's items surviving a rebuild)."""
     js = store.js
-    kv = await open_bucket(js, bucket="bulk_purge")
+    kv = await open_(js, "bulk_purge")
     views = BulkViews(js, kv, "bulk_purge", in_flight=1_000_000)
     for round_ in range(3):
         await views.write([Put(f"conv.c{round_}.item.{i:06d}", {"i": i}) for i in range(5000)])
@@ -86,9 +98,23 @@ async def test_a_key_the_server_refuses_fails_the_flush(store):
     assert await kv_snapshot(js, "bulk_small") == {"fits": {"a": 1}}
 
 
-async def test_another_writer_of_the_bucket_fails_the_flush(store):
+async def test_a_key_an_async_bucket_refuses_fails_the_flush(store):
+    """No batches there: the keys before the refused one land, and the count stops short."""
     js = store.js
-    kv = await open_bucket(js, bucket="bulk_shared")
+    config = dataclasses.replace(_async_kv_stream("bulk_small_async", 1, None), max_msg_size=256)
+    await js.add_stream(config)
+    kv = await js.key_value("bulk_small_async")
+    views = BulkViews(js, kv, "bulk_small_async", timeout=0.5)
+    await views.write([Put("b", {}), Put("too_big", {"a": "x" * 300})])
+    with pytest.raises(ViewsNotStored, match="1 of 2 keys"):
+        await views.flush()
+    assert await kv_snapshot(js, "bulk_small_async") == {"b": {}}
+
+
+@BUCKETS
+async def test_another_writer_of_the_bucket_fails_the_flush(store, open_):
+    js = store.js
+    kv = await open_(js, "bulk_shared")
     views = BulkViews(js, kv, "bulk_shared", timeout=1)
     await views.write([Put("mine", {"a": 1})])
     await kv.put("theirs", b"{}")
@@ -97,7 +123,8 @@ async def test_another_writer_of_the_bucket_fails_the_flush(store):
         await views.flush()
 
 
-async def test_a_fresh_single_phase_fold_equals_the_phased_one(store, monkeypatch):
+@BUCKETS
+async def test_a_fresh_single_phase_fold_equals_the_phased_one(store, monkeypatch, open_):
     js = store.js
     await write_history(store, seed=5, conversations=5)  # creates, adds, deletes, a purge
     expected = MemoryViews()
@@ -105,7 +132,7 @@ async def test_a_fresh_single_phase_fold_equals_the_phased_one(store, monkeypatc
 
     # small batches and a tiny cache: views are evicted, refs read back across batches
     monkeypatch.setattr(rebuild_module, "FOLD_BATCH", 7)
-    kv = await open_bucket(js, bucket="fresh_fold")
+    kv = await open_(js, "fresh_fold")
     views = BulkViews(js, kv, "fresh_fold", in_flight=20)
     folder = Folder(views, cache_size=3, fresh=True)
     last = await fold_log(store, views, folder=folder)
