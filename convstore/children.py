@@ -24,9 +24,10 @@ RESTART_DELAY = 1.0
 class Child:
     """One `python -m convstore <command>` kept running until `stop`."""
 
-    def __init__(self, args: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+    def __init__(self, args: list[str], pass_fds: tuple[int, ...] = (), once: bool = False) -> None:
         self.args = args
         self.pass_fds = pass_fds  # inherited at the same numbers (the API's listening sockets)
+        self.once = once  # a task (a rebuild): done once it exits with 0
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -46,6 +47,8 @@ class Child:
                 while self.process.poll() is None and not stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.5)
+                if self.once and self.process.returncode == 0:
+                    return
                 if not stop.is_set():
                     log.error(
                         "convstore %s exited with %s; starting it again",

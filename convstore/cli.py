@@ -267,6 +267,12 @@ async def serve(
         urls = [embedded.start()]
     common = ["--nats-url", ",".join(urls), "--replicas", str(settings.replicas)]
     children = [Child(["projector", *common]), Child(["worker", *common])]
+    if embedded and embedded.host_went_down:
+        log.warning(
+            "the machine went down while nats-server ran: the views, never fsynced, may "
+            "have lost writes in any order; rebuilding them from the log (served meanwhile)"
+        )
+        children.append(Child(["rebuild", *common], once=True))
     apis: list[Child] = []
     if sockets:
         fds = tuple(s.fileno() for s in sockets)

@@ -15,6 +15,16 @@ from pathlib import Path
 log = logging.getLogger("convstore.nats")
 
 MAX_PAYLOAD = 8 * 1024 * 1024
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: new at every boot
+RUNNING_MARK = "nats-server.running"  # in the data dir while the server runs: the boot id
+
+
+def boot_id() -> str | None:
+    """This boot's id (Linux), None where there is none."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def nats_server_binary() -> str:
@@ -85,6 +95,9 @@ class EmbeddedNats:
         self.port = port or free_port()
         self.extra_config = extra_config
         self.process: subprocess.Popen[bytes] | None = None
+        # The machine went down (power cut, OS crash) while this data dir's server ran:
+        # views, stored without fsync, may then have lost writes in any order.
+        self.host_went_down = False
 
     @property
     def url(self) -> str:
@@ -94,6 +107,7 @@ class EmbeddedNats:
         """Start and wait until it accepts connections (blocking: startup only)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = write_config(self.data_dir, self.port, self.sync_always, self.extra_config)
+        self._mark_running()
         with open(self.data_dir / "nats-server.log", "ab") as logfile:
             self.process = subprocess.Popen(
                 [nats_server_binary(), "-c", str(conf)],
@@ -121,6 +135,18 @@ class EmbeddedNats:
         self.stop()
         raise RuntimeError("nats-server did not start in time")
 
+    def _mark_running(self) -> None:
+        """Leave this boot's id in the data dir until `stop`. Found at a start with
+        another boot's id, the machine went down while the server ran (a crash of the
+        server alone leaves this boot's id)."""
+        mark = self.data_dir / RUNNING_MARK
+        now = boot_id()
+        with contextlib.suppress(OSError):
+            before = mark.read_text().strip()
+            if before and now and before != now:
+                self.host_went_down = True
+        mark.write_text(now or "")
+
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM flushes JetStream); kill if it hangs."""
         if self.process is None or self.process.poll() is not None:
@@ -131,3 +157,4 @@ class EmbeddedNats:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        (self.data_dir / RUNNING_MARK).unlink(missing_ok=True)

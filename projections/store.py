@@ -96,7 +96,8 @@ async def open_views(js: JetStreamContext, bucket: str = BUCKET, replicas: int =
     (nats-server 2.12+): acknowledged before it reaches the disk and never fsynced, even
     under `sync_interval: always`, which the log keeps. With `always`, a fsynced bucket
     made every view write wait for a fsync, and every read of the bucket wait for the
-    writes' fsyncs (a direct get beside four writers: p50 1.26 against 0.49 ms async).
+    writes' fsyncs (`bench/persist_modes.py`: a direct get beside four writers p50 1.15
+    against 0.36 ms async).
     What a crash of nats-server loses is the tail of the bucket, its checkpoint with it,
     which the projector then folds again (`ViewsLost`). The persist mode is set when a
     bucket is made and cannot change: buckets made before keep theirs until a rebuild
