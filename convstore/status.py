@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import PersistMode
 from nats.js.errors import NotFoundError
 
 from convstore.settings import Settings
@@ -53,6 +54,7 @@ async def gather(nc: NATS, js: JetStreamContext) -> dict[str, Any]:
         "bucket": bucket,
         "folded_up_to": folded,
         "lag": max(0, log.state.last_seq - folded),
+        "persist": await _persist(js, bucket),
     }
     lease = await _last_kv(js, META_BUCKET, LEASE_KEY)
     out["projector"] = None
@@ -68,6 +70,16 @@ async def gather(nc: NATS, js: JetStreamContext) -> dict[str, Any]:
     except NotFoundError:
         out["response_streams"] = None
     return out
+
+
+async def _persist(js: JetStreamContext, bucket: str) -> str | None:
+    """How the views bucket is stored: "async" (`open_views`: not fsynced), "fsync",
+    None when it is missing."""
+    try:
+        config = (await js.stream_info(f"KV_{bucket}")).config
+    except NotFoundError:
+        return None
+    return "async" if config.persist_mode == PersistMode.ASYNC else "fsync"
 
 
 def problems(status: dict[str, Any], max_lag: int) -> list[str]:
@@ -100,6 +112,11 @@ def render(status: dict[str, Any]) -> list[str]:
         f"views       {views['bucket']}: folded up to {views['folded_up_to']:,}, "
         f"{views['lag']:,} behind the log"
     )
+    if views.get("persist") == "fsync" and log["replicas"] == 1:
+        lines.append(
+            "            stored with fsync (made by an older version): `convstore rebuild` "
+            "replaces it with a bucket that is not fsynced, faster to write and read"
+        )
     projector = status["projector"]
     lines.append(
         "projector   none holds the lease"

@@ -1,12 +1,17 @@
 """`convstore status`: against the session's servers (all well), and against a server of
 its own where the projector and the workers are missing (exit 1, saying what is wrong)."""
 
+import asyncio
 import json
 import time
 from pathlib import Path
 
 from openai import OpenAI
 
+from events.connection import connect
+from events.store import ensure_stream
+from projections.active import meta_bucket
+from projections.store import BUCKET, open_bucket
 from tests.servers import Service, free_port
 from tests.test_cli_audit import convstore
 
@@ -30,6 +35,7 @@ def test_status_of_a_healthy_deployment(nats_url: str, client: OpenAI) -> None:
     assert status["log"]["stream"] == "CONVSTORE" and status["log"]["last_seq"] > 0
     assert 0 < views["folded_up_to"] <= status["log"]["last_seq"]
     assert views["lag"] == status["log"]["last_seq"] - views["folded_up_to"]
+    assert views["persist"] == "async"  # made by open_views: not fsynced
     assert status["projector"]["holder"] and status["projector"]["renewed_s_ago"] < 10
     workers = status["workers"]
     assert len(workers) == 2 and all(w["concurrency"] == 16 for w in workers)
@@ -38,6 +44,22 @@ def test_status_of_a_healthy_deployment(nats_url: str, client: OpenAI) -> None:
     text = convstore("status", "--nats-url", nats_url)
     assert text.returncode == 0
     assert "workers     2 running" in text.stdout and "PROBLEM" not in text.stdout
+    assert "stored with fsync" not in text.stdout
+
+
+async def test_status_points_at_rebuild_for_a_fsynced_views_bucket(fresh_nats: str) -> None:
+    """A views bucket made by a version before views were `persist_mode: async`."""
+    nc = await connect([fresh_nats], "test")
+    js = nc.jetstream()
+    await ensure_stream(js)
+    await meta_bucket(js)  # as every API process and projector makes it
+    await open_bucket(js, BUCKET)
+    await nc.close()
+    code, status = await asyncio.to_thread(_status, fresh_nats)
+    assert code == 1  # no projector
+    assert status["views"]["persist"] == "fsync"
+    text = await asyncio.to_thread(convstore, "status", "--nats-url", fresh_nats)
+    assert "stored with fsync (made by an older version): `convstore rebuild`" in text.stdout
 
 
 def test_status_says_what_is_missing(fresh_nats: str, tmp_path: Path) -> None:
