@@ -19,14 +19,11 @@ import argparse
 import asyncio
 import socket
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-from convstore.embedded_nats import EmbeddedNats
-from convstore.loop import run_loop
+from bench.server import on_own_server
 from events import codec
 from events.connection import connect
 from events.direct import direct_get, direct_last
@@ -114,13 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.nats_costs", description=__doc__)
     p.add_argument("-n", type=int, default=2000, help="requests per figure (default 2000)")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as data:
-        server = EmbeddedNats(Path(data), sync_always=False)
-        url = server.start()
-        try:
-            result = run_loop(measure(url, args.n))  # uvloop, as convstore's processes
-        finally:
-            server.stop()
+    result = on_own_server(lambda url: measure(url, args.n), sync_always=False)
     for name, value in result.items():
         print(f"{name:32s} p50 {value:8.1f} us")
     gap = result["page_22_keys_nats_py_us"] - result["page_22_keys_bare_socket_us"]

@@ -11,12 +11,9 @@ keys into the same bucket (a read right after a write meets the projector writin
 
 import argparse
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
-from convstore.embedded_nats import EmbeddedNats
-from convstore.loop import run_loop
+from bench.server import on_own_server
 from events.connection import connect
 from events.direct import direct_get
 from projections.store import open_bucket, open_views
@@ -83,13 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"{'server / bucket':40s} {'put p50':>8s} {'p99':>6s} {'get p50':>8s} {'p99':>6s} (ms)")
     for sync_always, setting in ((True, "sync_interval: always"), (False, "default fsync")):
-        with tempfile.TemporaryDirectory() as data:
-            server = EmbeddedNats(Path(data), sync_always=sync_always)
-            url = server.start()
-            try:
-                result = run_loop(measure(url, args.n))  # uvloop, as convstore's processes
-            finally:
-                server.stop()
+        result = on_own_server(lambda url: measure(url, args.n), sync_always)
         for kind, r in result.items():
             print(
                 f"{setting + ' / ' + kind:40s} {r['put_p50_ms']:8.2f} {r['put_p99_ms']:6.2f} "

@@ -116,7 +116,12 @@ def _rows(mode: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             (
                 f"rebuild, {rb['log']['events']:,} events",
                 "events/s, to views live",
-                _n(rb["rebuild"]["per_second"]),
+                _n(rb["rebuild"]["per_second"])
+                + (
+                    f" ({shards} processes)"
+                    if (shards := rb["rebuild"].get("shards", 1)) > 1
+                    else ""
+                ),
                 f"{_n(raw['per_second'])} (ordered consumer)",
                 _x(_ratio(rb["rebuild"]["per_second"], raw["per_second"])),
             )

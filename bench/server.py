@@ -15,15 +15,18 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psutil
 
 from convstore.children import stop_process
 from convstore.embedded_nats import EmbeddedNats, free_port, nats_server_binary
+from convstore.loop import run_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_PACKAGES = ("api", "convstore", "events", "projections", "workers")
@@ -275,3 +278,18 @@ class BareNats:
 
     def remove(self) -> None:
         shutil.rmtree(self.server.data_dir, ignore_errors=True)
+
+
+T = TypeVar("T")
+
+
+def on_own_server(measure: Callable[[str], Coroutine[Any, Any, T]], sync_always: bool) -> T:
+    """Run `measure(url)` on uvloop (as convstore's processes run) against a nats-server
+    of its own in a temporary directory, removed afterwards: the probes' setting."""
+    with tempfile.TemporaryDirectory() as data:
+        server = EmbeddedNats(Path(data), sync_always=sync_always)
+        url = server.start()
+        try:
+            return run_loop(measure(url))
+        finally:
+            server.stop()

@@ -23,7 +23,12 @@ async def run_rebuild(settings: Settings) -> None:
         total = await store.last_seq()
         began = time.monotonic()
         with tqdm(total=total, unit="event", desc="rebuild", file=sys.stderr) as bar:
-            last, generation = await rebuild(store, settings.replicas, progress=bar.update)
+            last, generation = await rebuild(
+                store,
+                settings.replicas,
+                progress=bar.update,
+                shards=settings.rebuild_shard_count(),
+            )
             folded = bar.n
         seconds = time.monotonic() - began
         print(

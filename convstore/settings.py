@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     rate_limit_rps: float = Field(0.0, ge=0)  # per key and API process; 0 = unlimited
     rate_limit_burst: int = Field(0, ge=0)  # 0 = one second's worth
     idempotency_ttl: float = Field(24 * 3600.0, gt=0)  # seconds an Idempotency-Key is kept
+    # Processes `convstore rebuild` folds the log in (projections/shards.py); "auto": one
+    # per usable core, at most 4. 1 by default: each shard reads the whole log, which on
+    # two cores cost what the second process gained (bench/HISTORY.md, session 12).
+    rebuild_shards: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
 
     def api_process_count(self) -> int:
         """`api_processes`; "auto" is one per usable core, at most 4. More processes than
@@ -67,6 +71,13 @@ class Settings(BaseSettings):
         api` replicas on other machines."""
         if isinstance(self.api_processes, int):
             return self.api_processes
+        return max(1, min(usable_cores(), AUTO_API_PROCESSES_MAX))
+
+    def rebuild_shard_count(self) -> int:
+        """`rebuild_shards`; "auto" is one per usable core, at most 4: each shard reads the
+        whole log, so past the cores more only add reading."""
+        if isinstance(self.rebuild_shards, int):
+            return self.rebuild_shards
         return max(1, min(usable_cores(), AUTO_API_PROCESSES_MAX))
 
     def limits(self) -> Limits:

@@ -148,3 +148,27 @@ def test_the_nats_cost_probe_reports_its_four_figures() -> None:
     }
     assert all(value > 0 for value in figures.values())
     assert "nats-py per message of the page" in out.stdout
+
+
+def test_the_persist_mode_probe_reports_both_buckets_under_both_settings() -> None:
+    """`python -m bench.persist_modes` (bench/HISTORY.md, "Session 12 changes") makes a
+    fsynced and an async bucket on a server of each fsync setting and times both."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.persist_modes", "-n", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {
+        line.split(" / ")[0] + " / " + line.split(" / ")[1].split()[0]: line.split()[-4:]
+        for line in out.stdout.splitlines()[1:]
+    }
+    assert set(rows) == {
+        "sync_interval: always / fsynced",
+        "sync_interval: always / async",
+        "default fsync / fsynced",
+        "default fsync / async",
+    }
+    assert all(float(v) > 0 for figures in rows.values() for v in figures)

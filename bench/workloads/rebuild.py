@@ -11,7 +11,9 @@ Figures: `rebuild` (projections.rebuild.rebuild, the real command: fold into a f
 KV bucket, create the new consumer, flip the pointer), timed until the new views are the
 live ones; beside it the whole command, which then waits a fixed 2.5 s for readers to
 move over before it drops the old generation (`with_retirement_*`); and, as extras, its
-fold phase alone and a fold into MemoryViews (the fold's CPU ceiling without KV writes).
+fold phase alone and a fold into MemoryViews (the fold's CPU ceiling without KV writes,
+in one process). The rebuild folds in as many processes as `convstore rebuild` would
+(`CONVSTORE_REBUILD_SHARDS`, default 1: projections/shards.py).
 """
 
 import asyncio
@@ -21,6 +23,7 @@ from typing import Any
 from bench import baseline
 from bench.payload import stored_item
 from bench.procs import CpuMeter
+from convstore.settings import Settings
 from events import commands
 from events.connection import connect
 from events.ids import new_id
@@ -94,6 +97,7 @@ async def run(nats_url: str, events: int, pids: dict[str, int]) -> dict[str, Any
             folded = await fold_log(store, MemoryViews())
         memory_seconds = time.perf_counter() - start
 
+        shards = Settings().rebuild_shard_count()
         marks: list[float] = []
         live: list[float] = []
         start = time.perf_counter()
@@ -102,6 +106,7 @@ async def run(nats_url: str, events: int, pids: dict[str, int]) -> dict[str, Any
                 store,
                 progress=lambda _: marks.append(time.perf_counter()),
                 live=lambda: live.append(time.perf_counter()),
+                shards=shards,
             )
         total = time.perf_counter() - start
         seconds = live[0] - start
@@ -114,6 +119,7 @@ async def run(nats_url: str, events: int, pids: dict[str, int]) -> dict[str, Any
         "raw_pull_consumer_256": pull,
         "rebuild": {
             "events": last,
+            "shards": shards,
             "seconds": round(seconds, 2),
             "per_second": round(last / seconds, 1),
             "with_retirement_seconds": round(total, 2),
