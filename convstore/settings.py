@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     idempotency_ttl: float = Field(24 * 3600.0, gt=0)  # seconds an Idempotency-Key is kept
     # Processes `convstore rebuild` folds the log in (projections/shards.py); "auto": one
     # per usable core, at most 4. 1 by default: each shard reads the whole log, which on
-    # two cores cost what the second process gained (bench/HISTORY.md, session 12).
+    # two cores cost more than the second process gained (bench/HISTORY.md, session 12).
     rebuild_shards: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
 
     def api_process_count(self) -> int:
