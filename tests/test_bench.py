@@ -127,17 +127,23 @@ def test_quick_benchmark_writes_every_workloads_figures(tmp_path: Path) -> None:
     assert "CPU µs/append, serial" in run.stdout and "CPU µs/append, 64" in run.stdout
 
 
-def test_the_nats_cost_probe_reports_its_four_figures() -> None:
-    """`python -m bench.nats_costs` (bench/README.md, "Session 8 changes") runs on its own
-    nats-server and prints each figure, and the per-message gap it derives."""
+def _probe(module: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the benchmark's probes briefly (30 requests per figure); it must succeed."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.nats_costs", "-n", "30"],
+        [sys.executable, "-m", module, "-n", "30"],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_the_nats_cost_probe_reports_its_four_figures() -> None:
+    """`python -m bench.nats_costs` (bench/README.md, "Session 8 changes") runs on its own
+    nats-server and prints each figure, and the per-message gap it derives."""
+    out = _probe("bench.nats_costs")
     rows = [line.split() for line in out.stdout.splitlines() if " p50 " in line]
     figures = {row[0]: float(row[2]) for row in rows}
     assert set(figures) == {
@@ -153,14 +159,7 @@ def test_the_nats_cost_probe_reports_its_four_figures() -> None:
 def test_the_persist_mode_probe_reports_both_buckets_under_both_settings() -> None:
     """`python -m bench.persist_modes` (bench/HISTORY.md, "Session 12 changes") makes a
     fsynced and an async bucket on a server of each fsync setting and times both."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.persist_modes", "-n", "30"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert out.returncode == 0, out.stderr
+    out = _probe("bench.persist_modes")
     rows = {
         line.split(" / ")[0] + " / " + line.split(" / ")[1].split()[0]: line.split()[-4:]
         for line in out.stdout.splitlines()[1:]
