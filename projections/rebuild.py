@@ -92,13 +92,12 @@ async def rebuild(
     kv = await open_views(js, new.bucket, replicas)
     # Nobody reads the new bucket before the flip: keys stored behind the next fold,
     # confirmed by the stream's position; views a lone folder never wrote are absent.
+    views = BulkViews(js, kv, new.bucket, timeout=store.timeout)
     if shards > 1:
         last = await fold_sharded(store, kv, new.bucket, shards, replicas, progress)
-        views = BulkViews(js, kv, new.bucket, timeout=store.timeout)
         folder = Folder(views)  # the other shards wrote keys this process never saw
         await views.write([Put(CHECKPOINT_KEY, {"seq": last})])
     else:
-        views = BulkViews(js, kv, new.bucket, timeout=store.timeout)
         folder = Folder(views, fresh=True)
         last = await fold_log(store, views, folder=folder, progress=progress)
     while await store.last_seq() - last > CATCH_UP_GAP:

@@ -81,9 +81,6 @@ class ShardViews:
     async def get_matching(self, patterns: list[str]) -> dict[str, dict[str, Any]] | None:
         return await self.views.get_matching(patterns)
 
-    async def flush(self) -> None:
-        await self.views.flush()  # type: ignore[attr-defined]
-
     async def write(self, changes: list[Change]) -> None:
         mine = []
         for change in changes:

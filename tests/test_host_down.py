@@ -78,6 +78,9 @@ def test_serve_rebuilds_the_views_after_the_machine_went_down(tmp_path):
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         assert "the machine went down while nats-server ran" in log.read_text()
+        time.sleep(2)  # a finished rebuild is not started again (Child's restart delay: 1 s)
+        assert "convstore rebuild exited" not in log.read_text()
+        assert len(re.findall(r"rebuilt views from \d+ events", log.read_text())) == 1
         client = OpenAI(base_url=f"{url}/v1", api_key="unused")
         items = client.conversations.items.list(conv.id)
         assert [i.content[0].text for i in items.data] == ["kept"]
