@@ -109,6 +109,10 @@ def test_a_killed_api_process_is_started_again(tmp_path, running):
     running.append(service)
     assert service.process is not None
     url = f"http://127.0.0.1:{port}"
+    # serve starts its API child once its own API serves, which is when start_serve
+    # returns: wait until the child takes connections too before killing it.
+    for sock in connection_per_api_process(port, service.process.pid, expected=2).values():
+        sock.close()
     (child,) = api_pids(service.process.pid)[1:]
     os.kill(child, signal.SIGKILL)
     # Dead before the first request (a zombie until serve reaps it): a connection the child
