@@ -2,16 +2,17 @@
 
 The driver must not be the bottleneck. Each run measures the client's own CPU; when one
 Python process uses most of a core (SATURATED), the same load is spread over several
-processes, all starting at the same wall-clock instant and stopping after the same
-window, and their counts are added up.
+processes, whose windows open together once all of them are connected and last as
+long, and their counts are added up.
 """
 
 import asyncio
 import contextlib
 import multiprocessing
+import queue
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from bench.wire import HttpConnection
 from convstore.loop import run_loop
 
 SATURATED = 0.8  # client CPU seconds per wall second above which the client is suspect
+START_TIMEOUT = 60.0  # seconds for a load process to spawn, import and connect
 SAMPLES = ("latencies", "first_deltas")  # raw samples: summarised by the caller, not kept
 
 
@@ -36,6 +38,7 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     first_error: str | None = None
     first_deltas: list[float] = field(default_factory=list)  # streamed responses only
+    started: float = 0.0  # when its window opened (time.time())
 
     @property
     def cpu_share(self) -> float:
@@ -45,17 +48,17 @@ class Run:
 Op = Callable[[int], Awaitable[float | None]]
 
 
-async def closed_loop(op: Op, workers: int, seconds: float, start_at: float = 0.0) -> Run:
+async def closed_loop(op: Op, workers: int, seconds: float) -> Run:
     """Run `op(worker)` back to back in `workers` tasks for `seconds`.
 
     An op that returns a number has timed itself (leaving out its own setup, e.g. a new
-    conversation now and then): that is its latency. Starts at wall-clock `start_at`
-    (time.time()) when given, so that several processes load the server over the same
-    window.
+    conversation now and then): that is its latency. In a load process of
+    `in_processes`, it starts once every process of the load is ready (connected), so
+    that they load the server over the same window.
     """
-    if start_at:
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-    run = Run()
+    if _gate is not None:
+        await asyncio.to_thread(_gate.ready_then_wait)
+    run = Run(started=time.time())
     cpu0, t0 = time.process_time(), time.perf_counter()
     deadline = t0 + seconds
 
@@ -98,7 +101,7 @@ async def http_clients(base_url: str, count: int) -> AsyncIterator[list[HttpConn
         yield [await stack.enter_async_context(http_client(base_url)) for _ in range(count)]
 
 
-async def http_append(params: dict[str, Any], seconds: float, start_at: float) -> Run:
+async def http_append(params: dict[str, Any], seconds: float) -> Run:
     """POST one item at a time to each of `params['conversations']`, one worker each."""
     conversations: list[str] = params["conversations"]
     body = {"items": [params["item"]]}
@@ -110,10 +113,10 @@ async def http_append(params: dict[str, Any], seconds: float, start_at: float) -
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
 
-        return await closed_loop(op, len(conversations), seconds, start_at)
+        return await closed_loop(op, len(conversations), seconds)
 
 
-async def http_get(params: dict[str, Any], seconds: float, start_at: float) -> Run:
+async def http_get(params: dict[str, Any], seconds: float) -> Run:
     """GET `params['url']` from `params['workers']` one-connection clients: the HTTP floor."""
     url: str = params["url"]
     async with http_clients(url, params["workers"]) as clients:
@@ -123,10 +126,10 @@ async def http_get(params: dict[str, Any], seconds: float, start_at: float) -> R
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
 
-        return await closed_loop(op, params["workers"], seconds, start_at)
+        return await closed_loop(op, params["workers"], seconds)
 
 
-async def raw_publish(params: dict[str, Any], seconds: float, start_at: float) -> Run:
+async def raw_publish(params: dict[str, Any], seconds: float) -> Run:
     """js.publish the stored-event bytes from `params['workers']` tasks on one connection."""
     nc = await nats.connect(params["nats_url"], name="bench-raw")
     js = nc.jetstream(timeout=30)
@@ -137,12 +140,12 @@ async def raw_publish(params: dict[str, Any], seconds: float, start_at: float) -
         async def op(n: int) -> None:
             await js.publish(f"{prefix}.{n}", payload, stream=params["stream"])
 
-        return await closed_loop(op, params["workers"], seconds, start_at)
+        return await closed_loop(op, params["workers"], seconds)
     finally:
         await nc.drain()
 
 
-async def http_responses(params: dict[str, Any], seconds: float, start_at: float) -> Run:
+async def http_responses(params: dict[str, Any], seconds: float) -> Run:
     """Streamed responses back to back, one worker per conversation; each conversation
     takes `params['turns']` responses, then the worker opens a new one (not timed), so the
     context the worker reads stays the same size however long the window."""
@@ -165,12 +168,12 @@ async def http_responses(params: dict[str, Any], seconds: float, start_at: float
                 firsts.append(streamed.first_delta)
             return streamed.completed
 
-        run = await closed_loop(op, workers, seconds, start_at)
+        run = await closed_loop(op, workers, seconds)
     run.first_deltas = firsts
     return run
 
 
-KINDS: dict[str, Callable[[dict[str, Any], float, float], Awaitable[Run]]] = {
+KINDS: dict[str, Callable[[dict[str, Any], float], Awaitable[Run]]] = {
     "http_append": http_append,
     "http_get": http_get,
     "raw_publish": raw_publish,
@@ -178,8 +181,29 @@ KINDS: dict[str, Callable[[dict[str, Any], float, float], Awaitable[Run]]] = {
 }
 
 
-def _child(kind: str, params: dict[str, Any], seconds: float, start_at: float) -> Run:
-    return run_loop(KINDS[kind](params, seconds, start_at))
+class _Gate:
+    """Opens the windows of a load's processes together: each says it is ready (spawned,
+    imported, connected) and waits for the word to go, given once all of them are."""
+
+    def __init__(self, ready: Any, go: Any) -> None:
+        self.ready, self.go = ready, go
+
+    def ready_then_wait(self) -> None:
+        self.ready.put(1)
+        if not self.go.wait(START_TIMEOUT):
+            raise TimeoutError("the other load processes did not get ready")
+
+
+_gate: _Gate | None = None  # set in the load processes of in_processes
+
+
+def _join_gate(ready: Any, go: Any) -> None:
+    global _gate
+    _gate = _Gate(ready, go)
+
+
+def _child(kind: str, params: dict[str, Any], seconds: float) -> Run:
+    return run_loop(KINDS[kind](params, seconds))
 
 
 def split(params: dict[str, Any], procs: int, n: int) -> dict[str, Any]:
@@ -194,15 +218,40 @@ def split(params: dict[str, Any], procs: int, n: int) -> dict[str, Any]:
 
 
 def in_processes(kind: str, params: dict[str, Any], procs: int, seconds: float) -> list[Run]:
-    """Run the load in `procs` fresh processes over the same window (spawned, ~1 s start)."""
+    """Run the load in `procs` fresh processes over the same window, which opens once
+    all of them are connected (spawning and importing take ~1 s each here)."""
     context = multiprocessing.get_context("spawn")
-    start_at = time.time() + 3.0  # time for the children to import and connect
-    with ProcessPoolExecutor(procs, mp_context=context) as pool:
+    ready, go = context.Queue(), context.Event()
+    with ProcessPoolExecutor(
+        procs, mp_context=context, initializer=_join_gate, initargs=(ready, go)
+    ) as pool:
         futures = [
-            pool.submit(_child, kind, split(params, procs, n), seconds, start_at)
-            for n in range(procs)
+            pool.submit(_child, kind, split(params, procs, n), seconds) for n in range(procs)
         ]
+        try:
+            _wait_ready(ready, futures)
+        finally:
+            go.set()  # also when one failed: the others must not wait out their timeout
         return [f.result() for f in futures]
+
+
+def _wait_ready(ready: Any, futures: list["Future[Run]"]) -> None:
+    """Until every load process said it is ready; raises what a process that ended
+    before that raised (it would never say so)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    waiting = len(futures)
+    while waiting:
+        try:
+            ready.get(timeout=0.05)
+            waiting -= 1
+            continue
+        except queue.Empty:
+            pass
+        for future in futures:
+            if future.done():
+                future.result()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{waiting} load processes not ready after {START_TIMEOUT}s")
 
 
 async def measure(
@@ -218,7 +267,7 @@ async def measure(
     if procs and procs > 1:
         runs = await asyncio.to_thread(in_processes, kind, params, procs, seconds)
         return _figures(runs)
-    single = _figures([await KINDS[kind](params, seconds, 0.0)])
+    single = _figures([await KINDS[kind](params, seconds)])
     if procs == 1 or single["client_cpu_max"] < SATURATED:
         return single
     spread = _figures(await asyncio.to_thread(in_processes, kind, params, 2, seconds))
@@ -246,6 +295,10 @@ def _figures(runs: list[Run]) -> dict[str, Any]:
         "client_cpu_max": round(max(r.cpu_share for r in runs), 2),
         "latencies": latencies,
     }
+    if len(runs) > 1:  # how far apart the processes' windows opened
+        figures["window_skew_s"] = round(
+            max(r.started for r in runs) - min(r.started for r in runs), 4
+        )
     first_deltas = [x for r in runs for x in r.first_deltas]
     if first_deltas:
         figures["first_deltas"] = first_deltas

@@ -1,6 +1,6 @@
 """Smoke test of the benchmark harness: `python -m bench --quick` starts its own servers,
-runs every workload, and writes the JSON and the chart, within three minutes (about one
-on an idle machine; the shared one runs other people's tests meanwhile).
+runs every workload, and writes the JSON and the chart, within three minutes (about half
+a minute on an idle machine; the shared one runs other people's tests meanwhile).
 
 It checks that the harness works and that its figures are there, not the figures
 themselves (the targets are reported by the benchmark, not enforced), except for stale
