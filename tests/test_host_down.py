@@ -8,6 +8,7 @@ import pytest
 from openai import OpenAI
 
 from convstore import embedded_nats
+from convstore.children import RESTART_DELAY
 from convstore.embedded_nats import RUNNING_MARK, EmbeddedNats, boot_id
 from tests.servers import Service
 
@@ -78,7 +79,8 @@ def test_serve_rebuilds_the_views_after_the_machine_went_down(tmp_path):
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         assert "the machine went down while nats-server ran" in log.read_text()
-        time.sleep(2)  # a finished rebuild is not started again (Child's restart delay: 1 s)
+        # A finished rebuild is not started again: wait out twice a restart's delay.
+        time.sleep(2 * RESTART_DELAY + 0.5)
         assert "convstore rebuild exited" not in log.read_text()
         assert len(re.findall(r"rebuilt views from \d+ events", log.read_text())) == 1
         client = OpenAI(base_url=f"{url}/v1", api_key="unused")
