@@ -2,7 +2,7 @@
 
 The driver must not be the bottleneck. Each run measures the client's own CPU; when one
 Python process uses most of a core (SATURATED), the same load is spread over several
-processes, whose windows open together once all of them are connected and last as
+processes, whose windows open together once all of them are ready and last as
 long, and their counts are added up.
 """
 
@@ -53,8 +53,9 @@ async def closed_loop(op: Op, workers: int, seconds: float) -> Run:
 
     An op that returns a number has timed itself (leaving out its own setup, e.g. a new
     conversation now and then): that is its latency. In a load process of
-    `in_processes`, it starts once every process of the load is ready (connected), so
-    that they load the server over the same window.
+    `in_processes`, it starts once every process of the load is ready (spawned, imported,
+    its NATS connection or HTTP clients made: an HTTP connection opens on its first
+    request), so that they load the server over the same window.
     """
     if _gate is not None:
         await asyncio.to_thread(_gate.ready_then_wait)
@@ -183,7 +184,7 @@ KINDS: dict[str, Callable[[dict[str, Any], float], Awaitable[Run]]] = {
 
 class _Gate:
     """Opens the windows of a load's processes together: each says it is ready (spawned,
-    imported, connected) and waits for the word to go, given once all of them are."""
+    imported, set up) and waits for the word to go, given once all of them are."""
 
     def __init__(self, ready: Any, go: Any) -> None:
         self.ready, self.go = ready, go
@@ -219,7 +220,7 @@ def split(params: dict[str, Any], procs: int, n: int) -> dict[str, Any]:
 
 def in_processes(kind: str, params: dict[str, Any], procs: int, seconds: float) -> list[Run]:
     """Run the load in `procs` fresh processes over the same window, which opens once
-    all of them are connected (spawning and importing take ~1 s each here)."""
+    all of them are ready (spawning and importing take ~1 s each here)."""
     context = multiprocessing.get_context("spawn")
     ready, go = context.Queue(), context.Event()
     with ProcessPoolExecutor(
