@@ -1,5 +1,5 @@
 """The benchmark's spread load (`bench.load.in_processes`): a load run in several
-processes measures one window, opened once all of them are connected, and a process
+processes measures one window, opened once all of them are ready, and a process
 that fails before its window fails the load at once instead of leaving the others waiting."""
 
 import asyncio
