@@ -1,5 +1,6 @@
-"""workers/runner.py: a worker process runs at most `concurrency` responses at once, takes
-the next request as a slot frees, and cancels what still runs when it stops."""
+"""workers/runner.py: a worker process runs at most `concurrency` responses at once, asks
+for as many requests as it has free slots (none while all are busy, so another worker can
+take them), takes the next as a slot frees, and cancels what still runs when it stops."""
 
 import asyncio
 import contextlib
@@ -15,7 +16,7 @@ from events.ids import new_response_id
 from events.response_stream import ensure_response_stream
 from events.schema import ResponseRequested
 from events.store import EventStore, ensure_stream
-from events.subjects import WORKERS_ALIVE
+from events.subjects import MODEL_WORKERS, STREAM_NAME, WORKERS_ALIVE
 from tests.test_model_worker import OneProvider
 from workers.providers.base import Chunk, Finish, ModelCall, TextDelta
 from workers.runner import run_model_worker
@@ -150,3 +151,80 @@ async def test_stopping_a_worker_cancels_the_responses_it_runs(fresh_nats):
         for rid in rids:
             head = await run.store.head(rid)
             assert head is not None and head.event_type == "ResponseInProgress"
+
+
+async def test_a_worker_asks_for_as_many_requests_as_it_has_free_slots(fresh_nats):
+    """One pull for every request stored, not one round trip per request: at 16 in flight
+    a worker fetching one at a time left requests 100-200 ms in the log."""
+    async with worker_process(fresh_nats, concurrency=4) as run:
+        nc = run.store.nc
+        asked: list[int] = []
+
+        async def pulled(msg) -> None:  # type: ignore[no-untyped-def]
+            asked.append(json.loads(msg.data or b"{}").get("batch", 0))
+
+        sub = await nc.subscribe(
+            f"$JS.API.CONSUMER.MSG.NEXT.{STREAM_NAME}.{MODEL_WORKERS}", cb=pulled
+        )
+        await nc.flush()
+
+        async def alive() -> bool:
+            try:
+                return await running(nc) == 0
+            except Exception:
+                return False
+
+        await until(alive)
+        for n in (1, 2):
+            await request(run.store)
+
+            async def started(n: int = n) -> bool:
+                return run.provider.started == n and await running(nc) == n
+
+            await until(started)
+
+            async def asked_for_the_rest(n: int = n) -> bool:
+                return 4 - n in asked
+
+            await until(asked_for_the_rest)
+        assert max(asked) <= 4
+        await sub.unsubscribe()
+        run.provider.gate.set()
+
+
+async def test_a_busy_worker_leaves_the_next_request_to_another_worker(fresh_nats):
+    async with worker_process(fresh_nats, concurrency=2) as busy:
+        nc, js = busy.store.nc, busy.store.nc.jetstream()
+
+        async def alive() -> bool:
+            try:
+                return await running(nc) == 0
+            except Exception:
+                return False
+
+        await until(alive)
+        rids = [await request(busy.store) for _ in range(3)]
+
+        async def two_running() -> bool:
+            return busy.provider.started == 2 and await running(nc) == 2
+
+        await until(two_running)
+        await asyncio.sleep(0.3)
+        info = await js.consumer_info(STREAM_NAME, MODEL_WORKERS)
+        # The third was not fetched by the busy worker: it waits in the log, for anyone.
+        assert (info.num_ack_pending, info.num_pending) == (2, 1)
+        async with worker_process(fresh_nats, concurrency=2) as idle:
+
+            async def taken() -> bool:
+                return idle.provider.started == 1
+
+            await until(taken)
+            assert busy.provider.started == 2
+            busy.provider.gate.set()
+            idle.provider.gate.set()
+
+            async def all_done() -> bool:
+                heads = [await busy.store.head(rid) for rid in rids]
+                return all(h is not None and h.event_type == "ResponseCompleted" for h in heads)
+
+            await until(all_done)

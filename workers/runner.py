@@ -1,8 +1,9 @@
-"""Runs model workers: a FastStream subscriber on the shared durable pull consumer.
+"""Runs model workers: a pull loop on the shared durable consumer, in plain nats-py.
 
 Any number of processes share the consumer `model_workers`; each handles up to
-`concurrency` responses at a time. A delivery is kept alive while its response runs
-and acked only when the outcome is in the log (or there is nothing to do).
+`concurrency` responses at a time and asks for as many requests as it has free slots.
+A delivery is kept alive while its response runs and acked only when the outcome is in
+the log (or there is nothing to do).
 """
 
 import asyncio
@@ -11,13 +12,12 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.errors import Error as NatsError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 
-from events.connection import connect, fast_headers
+from events.connection import cancel_for_sure, connect
 from events.history import History
 from events.response_stream import ensure_response_stream
 from events.store import EventStore, ensure_stream
@@ -30,24 +30,69 @@ from workers.providers.registry import Registry
 
 log = logging.getLogger("convstore.worker")
 
+FETCH_WAIT = 5.0  # seconds a pull request waits for requests before it is made again
+
 
 class Deliveries:
-    """Up to `concurrency` deliveries handled at once, each in a task of its own.
+    """Up to `concurrency` deliveries handled at once, each in a task of its own, fed by
+    one pull loop that asks for as many requests as there are free slots, and for none
+    while all are busy.
 
-    FastStream's concurrent subscriber (`max_workers`) hands each message through an anyio
-    memory stream and two semaphore waits before the handler: ~0.2 ms more per delivery
-    than its plain pull subscriber on this machine (stored -> handler p50 0.88-1.03 ms
-    against 0.69-0.82), on the way to every response's first delta. The plain subscriber
-    fetches the next request once its handler returns, so waiting here for a free slot is
-    what holds the fetching back when all are busy."""
+    Not FastStream's pull subscriber: it fetches a fixed batch per round trip. With a
+    batch of one, a worker streaming 16 responses took one request per ~8 ms (each
+    fetch waits its turn several times on a loop busy with the others' deltas): requests
+    waited 100-200 ms in the log (claim p50 215 ms, 55-110 responses/s, at 16 in flight
+    with 11-14 slots free). A larger fixed batch would take requests it has no slot for:
+    away from idle workers, and not kept alive while they wait, so after ack_wait
+    another worker would take over a request this one then also starts."""
 
     def __init__(self, worker: ModelWorker, concurrency: int) -> None:
         self.worker = worker
-        self.slots = asyncio.Semaphore(concurrency)
+        self.free = concurrency
+        self.has_free = asyncio.Event()
+        self.has_free.set()
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def take(self, msg: Msg) -> None:
-        await self.slots.acquire()
+    async def pull(self, js: JetStreamContext, ack_wait: float) -> None:
+        """Fetch and start requests until cancelled; NATS errors are waited out."""
+        sub: JetStreamContext.PullSubscription | None = None
+        while True:
+            try:
+                if sub is None:
+                    sub = await js.pull_subscribe(
+                        REQUESTS_FILTER,
+                        durable=MODEL_WORKERS,
+                        stream=STREAM_NAME,
+                        config=consumer_config(ack_wait),
+                    )
+                await self.has_free.wait()
+                msgs = await sub.fetch(self.free, timeout=FETCH_WAIT)
+            except TimeoutError:
+                continue
+            except Exception as exc:  # NATS away, the consumer gone: subscribe again
+                if isinstance(exc, NatsError):
+                    log.debug("fetching response requests: %r", exc)
+                else:
+                    log.exception("fetching response requests")
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                sub = None
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._start(msg)
+
+    async def _start(self, msg: Msg) -> None:
+        if self.free <= 0:
+            # nats-py hands over what an earlier request left in its queue as well: give
+            # it back at once for any worker with a slot.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
+        self.free -= 1
+        if self.free == 0:
+            self.has_free.clear()
         task = asyncio.create_task(self._handle(msg))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -59,41 +104,29 @@ class Deliveries:
             # NATS away or a bug: the delivery is not acked and comes back after ACK_WAIT.
             log.exception("response request at seq %s", msg.metadata.sequence.stream)
         finally:
-            self.slots.release()
+            self.free += 1
+            self.has_free.set()
 
     async def stop(self) -> None:
-        """Cancel the responses still running (as FastStream's own stop did): their
-        deliveries are not acked, and another worker takes them after ack_wait."""
+        """Cancel the responses still running: their deliveries are not acked, and
+        another worker takes them after ack_wait."""
         tasks = list(self.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def register_worker(broker: NatsBroker, worker: ModelWorker, concurrency: int) -> Deliveries:
-    deliveries = Deliveries(worker, concurrency)
-    subscriber = broker.subscriber(
-        REQUESTS_FILTER,
-        stream=JStream(name=STREAM_NAME, declare=False),
-        durable=MODEL_WORKERS,
-        pull_sub=PullSub(batch_size=1, timeout=5.0),
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=worker.ack_wait,
-            max_ack_pending=10_000,
-        ),
-        ack_policy=AckPolicy.MANUAL,
+def consumer_config(ack_wait: float) -> ConsumerConfig:
+    """The shared durable's settings (as FastStream made it before: same name, same
+    filter, so a running deployment keeps its consumer and its acks)."""
+    return ConsumerConfig(
+        durable_name=MODEL_WORKERS,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_ack_pending=10_000,
+        filter_subject=REQUESTS_FILTER,
     )
-
-    @subscriber
-    async def on_request(_: bytes) -> None:
-        # The broker runs without fast_depends (apply_types=False: it cost ~1 ms of CPU
-        # per delivery, on the way to every response's first delta); the message is in
-        # FastStream's context instead of an injected argument.
-        msg: NatsMessage = broker.context.get_local("message")
-        await deliveries.take(msg.raw_message)
-
-    return deliveries
 
 
 async def run_model_worker(
@@ -118,16 +151,8 @@ async def run_model_worker(
     # previous response's outcome when the next request arrives).
     reader = ViewReader(views, read_wait_timeout, History(store))
     worker = ModelWorker(nc, js, store, reader, registry or Registry({}), ack_wait=ack_wait)
-    broker = NatsBroker(
-        nats_urls,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        log_level=logging.DEBUG,
-        apply_types=False,
-    )
-    deliveries = register_worker(broker, worker, concurrency)
-    fast_headers(await broker.connect())
-    await broker.start()
+    deliveries = Deliveries(worker, concurrency)
+    pulling = asyncio.create_task(deliveries.pull(js, worker.ack_wait))
 
     since = datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -150,7 +175,7 @@ async def run_model_worker(
     finally:
         with contextlib.suppress(Exception):
             await alive.unsubscribe()
-        await close_quietly(broker.stop(), timeout=10.0)
+        await cancel_for_sure(pulling)
         await close_quietly(deliveries.stop(), timeout=10.0)
         await views.stop()
         with contextlib.suppress(Exception):
