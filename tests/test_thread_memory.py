@@ -55,3 +55,34 @@ async def test_the_byte_budget_evicts_the_oldest_and_skips_huge_conversations():
     before = memory.bytes
     await memory.remember(view("conv_3", 2), [], [added("conv_3", 3, "y")])  # replaces
     assert memory.bytes < before
+
+
+async def test_the_next_turn_measures_only_its_new_items(monkeypatch):
+    """A long conversation is not serialised whole every turn to count its bytes."""
+    import workers.thread_memory as thread_memory
+
+    memory = ThreadMemory()
+    old = [
+        {"id": f"msg_{n}", "type": "message", "role": "user", "content": "x" * 100}
+        for n in range(200)
+    ]
+    start = view("conv_a", 300).model_copy(update={"next_item_pos": 200})
+    await memory.remember(start, old, [added("conv_a", 301, "a")])
+    first = memory.bytes
+    known = memory.get("conv_a", 301)
+    assert known is not None
+    measured: list[int] = []
+    dumps = thread_memory.codec.dumps
+
+    def counted(value):  # type: ignore[no-untyped-def]
+        out = dumps(value)
+        measured.append(len(out))
+        return out
+
+    monkeypatch.setattr(thread_memory.codec, "dumps", counted)
+    conv, items = known
+    await memory.remember(conv, items, [added("conv_a", 302, "b")])
+    assert sum(measured) < 200  # the one new item, not the 201 before it
+    grown = memory.get("conv_a", 302)
+    assert grown is not None and len(grown[1]) == 202
+    assert memory.bytes == 0 and first > 200 * 100

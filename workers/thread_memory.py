@@ -25,6 +25,18 @@ BUDGET = 32 * 1024 * 1024  # bytes of items (as JSON) remembered per worker proc
 Known = tuple[ConversationView, list[dict[str, Any]]]
 
 
+class Held(list[dict[str, Any]]):
+    """A conversation's items as this memory holds and hands them out (a list, which
+    nobody changes), with their size as JSON."""
+
+    size: int = 0
+
+
+def _size(items: list[dict[str, Any]]) -> int:
+    """The items' size as JSON, item by item (one byte each for a separator)."""
+    return sum(len(codec.dumps(item)) + 1 for item in items)
+
+
 class ThreadMemory:
     """The last few conversations this worker finished a response on, each as of the
     log position of that response's outcome, within SIZE conversations and BUDGET bytes."""
@@ -67,11 +79,15 @@ class ThreadMemory:
         if after.deleted or after.last_seq != events[-1].seq:
             return
         keys = (item_key(conv.id, pos) for pos in range(conv.next_item_pos, after.next_item_pos))
-        items = [*items, *(views.data[key] for key in keys if key in views.data)]
-        size = len(codec.dumps(items))
+        new = [views.data[key] for key in keys if key in views.data]
+        # Items this memory handed out carry their size: only the new ones are measured,
+        # not the whole conversation again every turn.
+        size = (items.size if isinstance(items, Held) else _size(items)) + _size(new)
         if size > self.budget // 4:
             return  # a huge conversation is read each turn rather than held
-        self._known[conv.id] = (after, items, size)
+        held = Held([*items, *new])
+        held.size = size
+        self._known[conv.id] = (after, held, size)
         self.bytes += size
         while len(self._known) > self.size or self.bytes > self.budget:
             _, (_, _, dropped) = self._known.popitem(last=False)
