@@ -107,33 +107,49 @@ async def worker_process(url: str, concurrency: int) -> AsyncIterator[Running]:
         await nc.close()
 
 
+async def until_idle(run: Running) -> None:
+    """Until the worker answers that it runs nothing (it is up)."""
+
+    async def idle() -> bool:
+        try:
+            return await running(run.store.nc) == 0
+        except Exception:
+            return False
+
+    await until(idle)
+
+
+async def until_running(run: Running, n: int) -> None:
+    async def started() -> bool:
+        return run.provider.started == n and await running(run.store.nc) == n
+
+    await until(started)
+
+
+async def until_completed(store: EventStore, rids: list[str]) -> None:
+    async def done() -> bool:
+        heads = [await store.head(rid) for rid in rids]
+        return all(h is not None and h.event_type == "ResponseCompleted" for h in heads)
+
+    await until(done)
+
+
+async def three_for_two(run: Running) -> list[str]:
+    """Three requests to a worker of two slots, once two run (and a moment passed)."""
+    await until_idle(run)
+    rids = [await request(run.store) for _ in range(3)]
+    await until_running(run, 2)
+    await asyncio.sleep(0.3)
+    return rids
+
+
 async def test_a_worker_runs_at_most_its_concurrency_then_the_rest(fresh_nats):
     async with worker_process(fresh_nats, concurrency=2) as run:
-        nc, provider = run.store.nc, run.provider
-
-        async def alive() -> bool:
-            try:
-                return await running(nc) == 0
-            except Exception:
-                return False
-
-        await until(alive)
-        rids = [await request(run.store) for _ in range(3)]
-
-        async def two_running() -> bool:
-            return provider.started == 2 and await running(nc) == 2
-
-        await until(two_running)
-        await asyncio.sleep(0.3)
-        assert provider.started == 2  # the third waits for a slot
-        provider.gate.set()
-
-        async def all_done() -> bool:
-            heads = [await run.store.head(rid) for rid in rids]
-            return all(h is not None and h.event_type == "ResponseCompleted" for h in heads)
-
-        await until(all_done)
-        assert provider.started == 3 and provider.cancelled == 0
+        rids = await three_for_two(run)
+        assert run.provider.started == 2  # the third waits for a slot
+        run.provider.gate.set()
+        await until_completed(run.store, rids)
+        assert run.provider.started == 3 and run.provider.cancelled == 0
 
 
 async def test_stopping_a_worker_cancels_the_responses_it_runs(fresh_nats):
@@ -157,31 +173,20 @@ async def test_a_worker_asks_for_as_many_requests_as_it_has_free_slots(fresh_nat
     """One pull for every request stored, not one round trip per request: at 16 in flight
     a worker fetching one at a time left requests 100-200 ms in the log."""
     async with worker_process(fresh_nats, concurrency=4) as run:
-        nc = run.store.nc
         asked: list[int] = []
 
         async def pulled(msg) -> None:  # type: ignore[no-untyped-def]
             asked.append(json.loads(msg.data or b"{}").get("batch", 0))
 
+        nc = run.store.nc
         sub = await nc.subscribe(
             f"$JS.API.CONSUMER.MSG.NEXT.{STREAM_NAME}.{MODEL_WORKERS}", cb=pulled
         )
         await nc.flush()
-
-        async def alive() -> bool:
-            try:
-                return await running(nc) == 0
-            except Exception:
-                return False
-
-        await until(alive)
+        await until_idle(run)
         for n in (1, 2):
             await request(run.store)
-
-            async def started(n: int = n) -> bool:
-                return run.provider.started == n and await running(nc) == n
-
-            await until(started)
+            await until_running(run, n)
 
             async def asked_for_the_rest(n: int = n) -> bool:
                 return 4 - n in asked
@@ -194,23 +199,8 @@ async def test_a_worker_asks_for_as_many_requests_as_it_has_free_slots(fresh_nat
 
 async def test_a_busy_worker_leaves_the_next_request_to_another_worker(fresh_nats):
     async with worker_process(fresh_nats, concurrency=2) as busy:
-        nc, js = busy.store.nc, busy.store.nc.jetstream()
-
-        async def alive() -> bool:
-            try:
-                return await running(nc) == 0
-            except Exception:
-                return False
-
-        await until(alive)
-        rids = [await request(busy.store) for _ in range(3)]
-
-        async def two_running() -> bool:
-            return busy.provider.started == 2 and await running(nc) == 2
-
-        await until(two_running)
-        await asyncio.sleep(0.3)
-        info = await js.consumer_info(STREAM_NAME, MODEL_WORKERS)
+        rids = await three_for_two(busy)
+        info = await busy.store.js.consumer_info(STREAM_NAME, MODEL_WORKERS)
         # The third was not fetched by the busy worker: it waits in the log, for anyone.
         assert (info.num_ack_pending, info.num_pending) == (2, 1)
         async with worker_process(fresh_nats, concurrency=2) as idle:
@@ -222,9 +212,4 @@ async def test_a_busy_worker_leaves_the_next_request_to_another_worker(fresh_nat
             assert busy.provider.started == 2
             busy.provider.gate.set()
             idle.provider.gate.set()
-
-            async def all_done() -> bool:
-                heads = [await busy.store.head(rid) for rid in rids]
-                return all(h is not None and h.event_type == "ResponseCompleted" for h in heads)
-
-            await until(all_done)
+            await until_completed(busy.store, rids)
