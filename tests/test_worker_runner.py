@@ -213,3 +213,23 @@ async def test_a_busy_worker_leaves_the_next_request_to_another_worker(fresh_nat
             busy.provider.gate.set()
             idle.provider.gate.set()
             await until_completed(busy.store, rids)
+
+
+async def test_a_delivery_beyond_the_free_slots_goes_back_at_once(store: EventStore):
+    """nats-py may hand over more than was asked for (what an earlier pull left in its
+    queue): the extra one is given back for any worker, not held or started."""
+    from workers.runner import Deliveries, consumer_config
+
+    rid = await request(store)
+    config = consumer_config(30.0)
+    sub = await store.js.pull_subscribe(
+        config.filter_subject or "", durable=MODEL_WORKERS, stream=STREAM_NAME, config=config
+    )
+    (msg,) = await sub.fetch(1, timeout=5)
+    deliveries = Deliveries(None, 1)  # type: ignore[arg-type]
+    deliveries.free = 0
+    await deliveries._start(msg)
+    assert not deliveries.tasks
+    (again,) = await sub.fetch(1, timeout=2)  # back at once, not after ack_wait
+    assert again.metadata.num_delivered == 2 and rid in again.subject
+    await again.ack()
