@@ -15,7 +15,6 @@ import contextlib
 import time
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
@@ -31,7 +30,7 @@ RAW_SUBJECT = "bench.raw"
 
 
 async def connect(url: str) -> tuple[NATS, JetStreamContext]:
-    nc = await nats.connect(url, name="bench-baseline")
+    nc = await load.stock_connect(url, "bench-baseline")
     return nc, nc.jetstream(timeout=30)
 
 
@@ -164,8 +163,8 @@ class RawResponses:
         self.counter = 0
 
     async def __aenter__(self) -> "RawResponses":
-        self.api = await nats.connect(self.nats_url, name="bench-raw-api")
-        self.worker = await nats.connect(self.nats_url, name="bench-raw-worker")
+        self.api = await load.stock_connect(self.nats_url, "bench-raw-api")
+        self.worker = await load.stock_connect(self.nats_url, "bench-raw-worker")
         self.api_js = self.api.jetstream(timeout=30)
         self.worker_js = self.worker.jetstream(timeout=30)
         with contextlib.suppress(NotFoundError):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats
+from nats.aio.client import Client as NATS
 
 from bench.http import create_conversation, stream_response
 from bench.wire import HttpConnection
@@ -130,9 +131,19 @@ async def http_get(params: dict[str, Any], seconds: float) -> Run:
         return await closed_loop(op, params["workers"], seconds)
 
 
+CONNECT_WITHIN = 10.0  # seconds
+
+
+async def stock_connect(url: str, name: str, within: float = CONNECT_WITHIN) -> NATS:
+    """A nats-py connection as it comes (the baseline's, no convstore tuning), or an error
+    within `within` seconds: on its own, nats-py retries a first connect to a server that
+    is not there for ~2 minutes (60 attempts, 2 s apart)."""
+    return await asyncio.wait_for(nats.connect(url, name=name), within)
+
+
 async def raw_publish(params: dict[str, Any], seconds: float) -> Run:
     """js.publish the stored-event bytes from `params['workers']` tasks on one connection."""
-    nc = await nats.connect(params["nats_url"], name="bench-raw")
+    nc = await stock_connect(params["nats_url"], "bench-raw")
     js = nc.jetstream(timeout=30)
     payload: bytes = params["payload"]
     prefix: str = params["subject"]

@@ -31,6 +31,7 @@ import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bench.http import Streamed
+from bench.load import stock_connect
 from bench.stats import summary
 from events.response_stream import TERMINAL_TYPES
 from events.subjects import RESPONSE_STREAM_NAME, STREAM_NAME
@@ -53,7 +54,7 @@ LOG_EVENTS = {
 
 async def last_seqs(nats_url: str) -> dict[str, int]:
     """The last sequence of both streams now: read the next series from after these."""
-    nc = await nats.connect(nats_url, name="bench-milestones")
+    nc = await stock_connect(nats_url, "bench-milestones")
     try:
         js = nc.jetstream(timeout=30)
         return {
@@ -96,7 +97,7 @@ async def measure(nats_url: str, since: dict[str, int], samples: list[Streamed])
     times: dict[str, dict[str, float]] = {
         s.response_id: _client_times(s) for s in samples if s.response_id
     }
-    nc = await nats.connect(nats_url, name="bench-milestones")
+    nc = await stock_connect(nats_url, "bench-milestones")
     try:
         js = nc.jetstream(timeout=30)
         now = await last_seqs(nats_url)

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import nats
+import pytest
 from nats.js.api import StreamConfig
 
 from bench import load
@@ -51,3 +52,13 @@ def test_a_load_process_that_fails_before_its_window_fails_the_load_at_once() ->
         raise AssertionError("a load whose processes failed did not fail")
     # Not the gate's START_TIMEOUT: the parent saw the processes end before they were ready.
     assert time.monotonic() - start < load.START_TIMEOUT / 2
+
+
+async def test_a_raw_connection_to_no_server_fails_within_its_bound():
+    """nats-py alone retries a first connect for ~2 minutes; the benchmark's stops sooner."""
+    from convstore.embedded_nats import free_port
+
+    start = time.monotonic()
+    with pytest.raises(Exception):  # noqa: B017 - a timeout, or nats-py's own error
+        await load.stock_connect(f"nats://127.0.0.1:{free_port()}", "nobody", within=1.0)
+    assert time.monotonic() - start < 5
