@@ -169,9 +169,9 @@ async def test_stopping_a_worker_cancels_the_responses_it_runs(fresh_nats):
             assert head is not None and head.event_type == "ResponseInProgress"
 
 
-async def test_a_worker_asks_for_as_many_requests_as_it_has_free_slots(fresh_nats):
-    """One pull for every request stored, not one round trip per request: at 16 in flight
-    a worker fetching one at a time left requests 100-200 ms in the log."""
+async def test_one_pull_request_serves_several_requests(fresh_nats):
+    """A worker asks for all its free slots at once, not one request per round trip: at
+    16 in flight, fetching one at a time left requests 100-200 ms in the log."""
     async with worker_process(fresh_nats, concurrency=4) as run:
         asked: list[int] = []
 
@@ -184,17 +184,37 @@ async def test_a_worker_asks_for_as_many_requests_as_it_has_free_slots(fresh_nat
         )
         await nc.flush()
         await until_idle(run)
-        for n in (1, 2):
+        for _ in range(4):
             await request(run.store)
-            await until_running(run, n)
-
-            async def asked_for_the_rest(n: int = n) -> bool:
-                return 4 - n in asked
-
-            await until(asked_for_the_rest)
-        assert max(asked) <= 4
+        await until_running(run, 4)
+        assert 1 not in asked and all(batch <= 4 for batch in asked)
         await sub.unsubscribe()
         run.provider.gate.set()
+
+
+async def test_with_two_workers_each_request_starts_at_once(fresh_nats):
+    """Two workers on the consumer, requests arriving in bursts: each starts when it is
+    handed over, not when that worker's pull request is served in full or expires
+    (nats-py's fetch(n) could hold delivered requests for its whole 5 s)."""
+    async with (
+        worker_process(fresh_nats, concurrency=8) as one,
+        worker_process(fresh_nats, concurrency=8) as two,
+    ):
+        await until_idle(one)
+        await until_idle(two)
+        expected = 0
+        for burst in (3, 2, 4, 1, 3):
+            await asyncio.gather(*(request(one.store) for _ in range(burst)))
+            expected += burst
+            start = time.monotonic()
+
+            async def started(n: int = expected) -> bool:
+                return one.provider.started + two.provider.started == n
+
+            await until(started)
+            assert time.monotonic() - start < 2.0, f"the burst of {burst} waited"
+        one.provider.gate.set()
+        two.provider.gate.set()
 
 
 async def test_a_busy_worker_leaves_the_next_request_to_another_worker(fresh_nats):
@@ -218,7 +238,7 @@ async def test_a_busy_worker_leaves_the_next_request_to_another_worker(fresh_nat
 async def test_a_delivery_beyond_the_free_slots_goes_back_at_once(store: EventStore):
     """nats-py may hand over more than was asked for (what an earlier pull left in its
     queue): the extra one is given back for any worker, not held or started."""
-    from workers.runner import Deliveries, consumer_config
+    from workers.deliveries import Deliveries, consumer_config
 
     rid = await request(store)
     config = consumer_config(30.0)
