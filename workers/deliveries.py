@@ -17,8 +17,9 @@ arrives, and when the request is served in full or ends (408 when it expired; 40
 others when the consumer went away or the server refused it) the next one asks for the
 slots free then. Its reply subject names it (`<inbox>.<token>`): a status of an older
 request is not taken for the current one's end (deliveries carry their own subject, so
-they are counted, not named). A request the server dropped without a word (NATS
-reconnected) is given up after its expiry and a grace.
+they are counted, not named). A request sent before the connection came back is given
+up at the next tick (a restarted server forgot it), and one dropped without a word
+otherwise after its expiry and a grace.
 """
 
 import asyncio
@@ -81,6 +82,7 @@ class Deliveries:
         self._nc: NATS | None = None
         self._inbox = ""
         self._refused = False  # the last request was refused: check the consumer first
+        self._at = 0  # the connection's reconnect count when the request was sent
 
     async def pull(self, nc: NATS, js: JetStreamContext, ack_wait: float) -> None:
         """Take requests until cancelled; NATS errors are waited out."""
@@ -96,7 +98,9 @@ class Deliveries:
                     elif self._refused:
                         await ensure_consumer(js, ack_wait)
                     self._refused = False
-                    if self.request is not None and time.monotonic() > self.request[2]:
+                    if self.request is not None and (
+                        time.monotonic() > self.request[2] or nc.stats["reconnects"] != self._at
+                    ):
                         self.request = None  # lost with the connection
                     await self.ask()
                 except Exception as exc:  # NATS away: try again
@@ -114,6 +118,7 @@ class Deliveries:
             return
         token = str(next(self._tokens))
         self.request = (token, self.free, time.monotonic() + EXPIRES + GRACE)
+        self._at = self._nc.stats["reconnects"]
         body = json.dumps({"batch": self.free, "expires": int(EXPIRES * 1e9)}).encode()
         try:
             await self._nc.publish(NEXT, body, reply=f"{self._inbox}.{token}")
