@@ -171,3 +171,33 @@ def test_the_persist_mode_probe_reports_both_buckets_under_both_settings() -> No
         "default fsync / async",
     }
     assert all(float(v) > 0 for figures in rows.values() for v in figures)
+
+
+def test_the_rebuild_panel_draws_rates_from_zero_with_each_modes_target() -> None:
+    """The target is a ratio of two rates, so the bars start at zero on a linear axis and
+    each mode's line sits at half its raw ordered read, with the rebuild's ratio written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.report import _draw_rates
+
+    rates = {
+        mode: {
+            "raw ordered consumer": raw,
+            "raw pull consumer (256)": 15_000.0,
+            "fold into memory": 19_000.0,
+            "rebuild into KV": rebuild,
+        }
+        for mode, raw, rebuild in (("always", 44_000.0, 17_600.0), ("default", 28_000.0, 19_600.0))
+    }
+    fig, ax = plt.subplots()
+    try:
+        _draw_rates(ax, rates)
+        assert ax.get_xscale() == "linear"
+        assert ax.get_xlim()[0] == 0
+        assert sorted(line.get_xdata()[0] for line in ax.lines) == [14_000.0, 22_000.0]
+        assert sorted(text.get_text() for text in ax.texts) == ["0.40 of raw", "0.70 of raw"]
+    finally:
+        plt.close(fig)
