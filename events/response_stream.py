@@ -8,7 +8,8 @@ status) are in the event log; this stream is the delta-by-delta presentation of 
 so it is kept in memory (replicated in a cluster, but not fsynced: with
 `sync_interval: always` a file stream would fsync every delta) and expires after
 `max_age` or beyond `max_bytes`. After a restart of a single node a finished response's
-stream holds only its final event (re-published by a worker, or synthesised by the API).
+stream holds only how it ended (re-published by a worker, or synthesised by the API):
+`response.created`, which opens every stream (`opening`), and its final event.
 """
 
 import asyncio
@@ -96,6 +97,22 @@ async def _ensure(js: JetStreamContext, replicas: int, max_age: float, max_bytes
     await js.update_stream(config)
 
 
+def opening(final: dict[str, Any]) -> dict[str, Any]:
+    """The response as a stream's `response.created` shows it, made from its final form,
+    for a stream that would otherwise begin with its final event (a response failed
+    before a worker started it, or one whose streaming events expired): the OpenAI SDK's
+    stream helper refuses a stream that does not open with `response.created`."""
+    return {
+        **final,
+        "status": "queued" if final.get("background") else "in_progress",
+        "completed_at": None,
+        "error": None,
+        "incomplete_details": None,
+        "output": [],
+        "usage": None,
+    }
+
+
 async def last_event(js: JetStreamContext, response_id: str) -> dict[str, Any] | None:
     """The newest streaming event of a response, or None when none was written (or kept)."""
     try:
@@ -163,6 +180,8 @@ class StreamWriter:
         self.thread_head: Head | None = None
 
     async def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        if self.next_seq == 0 and type in TERMINAL_TYPES and "response" in fields:
+            await self.emit("response.created", response=opening(fields["response"]))
         if self._held is not None and type in DELTA_TYPES:
             if self._held_delta:
                 await self._released.wait()

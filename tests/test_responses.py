@@ -2,6 +2,7 @@
 streaming, tools, background and cancel, errors, and validation (against two API
 replicas, two model workers and a fake OpenAI-compatible upstream)."""
 
+import asyncio
 import threading
 import time
 import uuid
@@ -12,6 +13,8 @@ import openai
 import pytest
 from openai import OpenAI
 
+from events.connection import connect
+from events.subjects import RESPONSE_STREAM_NAME, response_stream_subject
 from workers.providers.base import ProviderError
 from workers.providers.registry import Registry
 
@@ -172,6 +175,59 @@ def test_streaming_events(client: OpenAI, client2: OpenAI):
     assert [e.model_dump() for e in replay] == [e.model_dump() for e in events]
     items = client2.conversations.items.list(conv.id, order="asc").data
     assert texts(items) == [("user", "Stream it"), ("assistant", deltas)]
+
+
+def test_a_stream_that_fails_before_any_output_opens_with_response_created(
+    client: OpenAI, client2: OpenAI
+):
+    """The worker fails it at once (its previous response is gone): the stream still opens
+    with response.created, or the SDK's stream helper raises instead of yielding events."""
+    first = client.responses.create(model=FAKE, input="one")
+    second = client.responses.create(model=FAKE, input="two", previous_response_id=first.id)
+    client.responses.delete(first.id)
+    with client.responses.stream(
+        model=FAKE, input="three", previous_response_id=second.id
+    ) as stream:
+        events = list(stream)  # before: RuntimeError, response.failed before response.created
+    final = events[-1].response
+    assert [e.type for e in events] == ["response.created", "response.failed"]
+    assert [e.sequence_number for e in events] == [0, 1]
+    assert events[0].response.status == "in_progress" and events[0].response.error is None
+    assert final.status == "failed" and final.error is not None
+    assert final.error.code == "invalid_prompt"
+    assert events[0].response.id == final.id
+    replay = list(client2.responses.retrieve(final.id, stream=True))
+    assert [e.model_dump() for e in replay] == [e.model_dump() for e in events]
+
+
+async def _expire_stream(nats_url: str, response_id: str) -> None:
+    nc = await connect([nats_url], "test-expire")
+    try:
+        js = nc.jetstream()
+        await js.purge_stream(RESPONSE_STREAM_NAME, subject=response_stream_subject(response_id))
+    finally:
+        await nc.drain()
+
+
+def test_a_finished_response_whose_stream_expired_replays_opened_and_ended(
+    client: OpenAI, nats_url: str
+):
+    """Its streaming events are gone (max_age, or a restart): the replay is how it ended,
+    still opened with response.created so the SDK's stream helper takes it."""
+    done = client.responses.create(model=FAKE, input="expire me", background=True)
+    done = wait_status(client, done.id, "completed")
+    asyncio.run(_expire_stream(nats_url, done.id))
+    with client.responses.stream(response_id=done.id) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [(e.type, e.sequence_number) for e in events] == [
+        ("response.created", 0),
+        ("response.completed", 1),
+    ]
+    assert events[0].response.status == "queued" and events[0].response.output == []
+    assert final.status == "completed" and final.output_text == done.output_text
+    after = list(client.responses.retrieve(done.id, stream=True, starting_after=0))
+    assert [e.type for e in after] == ["response.completed"]
 
 
 def test_settings_reach_the_upstream_under_chat_completions_names(

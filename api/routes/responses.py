@@ -244,18 +244,27 @@ async def retrieve_response(
     _, view, _ = await _read(svc, caller, response_id)
     if stream:
         if view.terminal and await response_stream.last_event(svc.js, view.id) is None:
-            # Its streaming events have expired: what is left to say is how it ended.
-            ending = {"type": f"response.{view.status}", "sequence_number": 0}
-            return _one_event({**ending, "response": view.public()}, starting_after)
+            # Its streaming events have expired: what is left to say is how it ended,
+            # opened as every stream is (the SDK's stream helper needs response.created).
+            final = view.public()
+            created = response_stream.opening(final)
+            return _events(
+                [
+                    {"type": "response.created", "sequence_number": 0, "response": created},
+                    {"type": f"response.{view.status}", "sequence_number": 1, "response": final},
+                ],
+                starting_after,
+            )
         frames = response_stream.follow_frames(svc.js, view.id, starting_after)
         return _streaming(_one_by_one(frames))
     return view.public()
 
 
-def _one_event(event: dict[str, Any], starting_after: int | None) -> StreamingResponse:
+def _events(events: list[dict[str, Any]], starting_after: int | None) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
-        if starting_after is None or event["sequence_number"] > starting_after:
-            yield _sse(event)
+        for event in events:
+            if starting_after is None or event["sequence_number"] > starting_after:
+                yield _sse(event)
 
     return StreamingResponse(body(), media_type="text/event-stream")
 

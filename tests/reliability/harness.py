@@ -218,6 +218,18 @@ async def check_log(nats_urls: list[str], load: Load) -> Verdict:
     return Verdict(len(acked), len(acked) - len(missing), missing, unacked, events)
 
 
+def log_figures(log: Verdict, load: Load) -> dict[str, Any]:
+    """The figures every reliability test reports on its writes and what the log holds."""
+    return {
+        "writes_attempted": len(load.writes),
+        "acknowledged_2xx": log.acked,
+        "found_after_in_log": log.in_log,
+        "unacknowledged_found_in_log": log.unacked_in_log,
+        "events_in_log": log.events,
+        "write_statuses": statuses(load.writes),
+    }
+
+
 async def views_match_rebuild(
     nats_urls: list[str], load: Load, timeout: float = 60
 ) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from convstore.embedded_nats import nats_server_binary
 from events.connection import connect
 from events.subjects import STREAM_NAME
 from tests.reliability.cluster import NatsCluster
-from tests.reliability.harness import Load, check_log, statuses, views_match_rebuild
+from tests.reliability.harness import Load, check_log, log_figures, statuses, views_match_rebuild
 from tests.servers import ROOT, Service, free_port
 
 pytestmark = pytest.mark.reliability
@@ -85,12 +85,7 @@ async def test_stream_leader_killed_during_2000_appends(tmp_path, report):
         log = await check_log(survivors, load)
         views = await views_match_rebuild(survivors, load)
         figures = {
-            "writes_attempted": len(load.writes),
-            "acknowledged_2xx": log.acked,
-            "found_after_in_log": log.in_log,
-            "unacknowledged_found_in_log": log.unacked_in_log,
-            "events_in_log": log.events,
-            "write_statuses": statuses(load.writes),
+            **log_figures(log, load),
             "faults_injected": f"1 x kill -9 of the stream leader ({leader}) of 3 nodes",
             "replicas": replicas,
             "new_stream_leader": new_leader,

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from convstore.embedded_nats import EmbeddedNats
-from tests.reliability.harness import Load, check_log, statuses, views_match_rebuild
+from tests.reliability.harness import Load, check_log, log_figures, statuses, views_match_rebuild
 from tests.servers import Service, api_process
 
 pytestmark = pytest.mark.reliability
@@ -53,12 +53,7 @@ async def test_nats_killed_under_load_then_restarted(tmp_path, report):
         log = await check_log([url], load)
         views = await views_match_rebuild([url], load)
         figures = {
-            "writes_attempted": len(load.writes),
-            "acknowledged_2xx": log.acked,
-            "found_after_in_log": log.in_log,
-            "unacknowledged_found_in_log": log.unacked_in_log,
-            "events_in_log": log.events,
-            "write_statuses": statuses(load.writes),
+            **log_figures(log, load),
             "faults_injected": f"1 x kill -9 of nats-server, restarted after {OUTAGE:.0f} s",
             "in_flight_at_kill": statuses(in_flight),
             "in_flight_at_kill_max_s": round(max((w.elapsed for w in in_flight), default=0), 3),

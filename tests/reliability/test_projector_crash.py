@@ -12,6 +12,7 @@ from tests.reliability.harness import (
     check_log,
     kill9,
     lease_holder_pid,
+    log_figures,
     statuses,
     views_match_rebuild,
 )
@@ -52,12 +53,7 @@ async def test_projector_killed_twice_during_5000_appends(tmp_path, report):
             log = await check_log([url], load)
             views = await views_match_rebuild([url], load)
             figures = {
-                "writes_attempted": len(load.writes),
-                "acknowledged_2xx": log.acked,
-                "found_after_in_log": log.in_log,
-                "unacknowledged_found_in_log": log.unacked_in_log,
-                "events_in_log": log.events,
-                "write_statuses": statuses(load.writes),
+                **log_figures(log, load),
                 "read_statuses": dict(reads),
                 "faults_injected": f"{len(KILL_AT)} x kill -9 of the projector",
                 "restarted_projector_took_over_after_s": takeovers,

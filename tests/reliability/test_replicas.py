@@ -13,6 +13,7 @@ from tests.reliability.harness import (
     check_log,
     kill9,
     lease_holder_pid,
+    log_figures,
     statuses,
     views_match_rebuild,
 )
@@ -73,10 +74,7 @@ async def test_read_your_writes_across_two_apis_and_two_projectors(stack, report
     log = await check_log([stack.url], load)
     views = await views_match_rebuild([stack.url], load)
     figures = {
-        "writes_attempted": len(load.writes),
-        "acknowledged_2xx": log.acked,
-        "found_after_in_log": log.in_log,
-        "write_statuses": statuses(load.writes),
+        **log_figures(log, load),
         "reads_on_the_other_replica": len(reads),
         "read_statuses": statuses_of(reads),
         "stale_reads_404": sum(1 for w in reads if w.read_status == 404),
@@ -108,10 +106,7 @@ async def test_standby_projector_takes_over_from_a_killed_leader(stack, report):
     log = await check_log([stack.url], load)
     views = await views_match_rebuild([stack.url], load)
     figures = {
-        "writes_attempted": len(load.writes),
-        "acknowledged_2xx": log.acked,
-        "found_after_in_log": log.in_log,
-        "write_statuses": statuses(load.writes),
+        **log_figures(log, load),
         "reads_on_the_other_replica": len(reads),
         "read_statuses": statuses_of(reads),
         "stale_reads_404": len(stale),

@@ -15,6 +15,7 @@ from tests.reliability.harness import (
     Load,
     Write,
     check_log,
+    log_figures,
     statuses,
     views_match_rebuild,
 )
@@ -105,11 +106,7 @@ async def test_sigterm_to_api_drains_in_flight_requests(tmp_path, report):
             log = await check_log([url], load)
             views = await views_match_rebuild([url], load)
             figures = {
-                "writes_attempted": len(load.writes),
-                "acknowledged_2xx": log.acked,
-                "found_after_in_log": log.in_log,
-                "unacknowledged_found_in_log": log.unacked_in_log,
-                "write_statuses": statuses(load.writes),
+                **log_figures(log, load),
                 "faults_injected": "1 x SIGTERM to convstore api",
                 **shutdown,
                 **views,
