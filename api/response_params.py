@@ -204,6 +204,50 @@ def _tool_choice(value: Any) -> None:
     )
 
 
+def _tools_for_choice(body: dict[str, Any]) -> None:
+    """A forced tool must be one the request offers (OpenAI checks this at create; the
+    upstream would otherwise refuse it only once a worker calls it)."""
+    choice, tools = body.get("tool_choice"), body.get("tools") or []
+    if choice == "required" and not tools:
+        raise invalid(
+            "Tool choice 'required' must be specified with 'tools' parameter.", "tool_choice"
+        )
+    if isinstance(choice, dict) and choice.get("name") not in {t.get("name") for t in tools}:
+        raise invalid(
+            f"Tool choice '{choice['name']}' not found in 'tools' parameter.", "tool_choice"
+        )
+
+
+def _text(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise _wrong_type("text", "an object", value)
+    fmt = value.get("format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict):
+        raise _wrong_type("text.format", "an object", fmt)
+    kinds = ("text", "json_schema", "json_object")
+    if fmt.get("type") not in kinds:
+        supported = ", ".join(f"'{k}'" for k in kinds)
+        raise invalid(
+            f"Invalid value: '{fmt.get('type')}'. Supported values are: {supported}.",
+            "text.format.type",
+        )
+
+
+def _include(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise _wrong_type("include", "an array", value)
+    for i, entry in enumerate(value):
+        if not isinstance(entry, str):
+            raise _wrong_type(f"include[{i}]", "a string", entry)
+    validation.include(value)
+
+
 def _enum(body: dict[str, Any], key: str, allowed: tuple[str, ...]) -> None:
     value = body.get(key)
     if value is not None and value not in allowed:
@@ -222,6 +266,13 @@ def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponsePara
     validation.encodable(body, max_chars=max_chars)
     model = _string(body, "model", required=True)
     assert model is not None
+    if not model:
+        raise invalid(
+            "Invalid 'model': empty string. Expected a string with minimum length 1, but got "
+            "an empty string instead.",
+            "model",
+            "empty_string",
+        )
     conversation_id = _conversation(body.get("conversation"))
     previous = _string(body, "previous_response_id")
     if conversation_id and previous:
@@ -242,9 +293,11 @@ def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponsePara
     _integer(body, "top_logprobs", 0)
     _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"))
+    _tools_for_choice(body)
     _bool(body, "parallel_tool_calls", True)
     _enum(body, "truncation", ("auto", "disabled"))
-    _object(body, "text")
+    _text(body.get("text"))
+    _include(body.get("include"))
     _object(body, "reasoning")
     for key in ("user", "prompt_cache_key", "safety_identifier"):
         _string(body, key)

@@ -60,6 +60,27 @@ def error(r: httpx.Response, status: int) -> dict[str, Any]:
             "missing_required_parameter",
         ),
         ({"model": "m", "input": "x", "truncation": "middle"}, "truncation", "invalid_value"),
+        ({"model": "", "input": "x"}, "model", "empty_string"),
+        ({"model": "m", "input": "x", "include": ["bogus"]}, "include", "invalid_value"),
+        ({"model": "m", "input": "x", "include": "bogus"}, "include", "invalid_type"),
+        ({"model": "m", "input": "x", "include": [3]}, "include[0]", "invalid_type"),
+        ({"model": "m", "input": "x", "text": "plain"}, "text", "invalid_type"),
+        (
+            {"model": "m", "input": "x", "text": {"format": {"type": "bogus"}}},
+            "text.format.type",
+            "invalid_value",
+        ),
+        ({"model": "m", "input": "x", "tool_choice": "required"}, "tool_choice", "invalid_value"),
+        (  # a forced function that the request does not offer
+            {
+                "model": "m",
+                "input": "x",
+                "tools": [{"type": "function", "name": "f"}],
+                "tool_choice": {"type": "function", "name": "g"},
+            },
+            "tool_choice",
+            "invalid_value",
+        ),
         ({"model": "m", "input": "x", "metadata": {"k": 1}}, "metadata.k", "invalid_type"),
         (
             {"model": "m", "input": "x", "background": True, "store": False},
@@ -83,6 +104,21 @@ def test_bad_create_bodies(http: httpx.Client, body: dict[str, Any], param: str,
     body = error(http.post("/v1/responses", json=body), 400)
     assert (body["param"], body["code"]) == (param, code)
     assert http.get("/v1/events", params={"order": "desc", "limit": 1}).json()["last_id"] == before
+
+
+def test_valid_formats_includes_and_forced_tools_are_taken(client: OpenAI):
+    """The checks above refuse only what OpenAI refuses."""
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    tools = [{"type": "function", "name": "f", "parameters": {"type": "object"}}]
+    for extra in (
+        {"text": {"format": {"type": "json_schema", "name": "s", "schema": schema}}},
+        {"text": {"format": {"type": "json_object"}, "verbosity": "low"}},
+        {"include": ["message.output_text.logprobs"]},
+        {"tools": tools, "tool_choice": {"type": "function", "name": "f"}},
+        {"tools": tools, "tool_choice": "required"},
+    ):
+        r = client.responses.create(model="m", input="x", **extra)  # type: ignore[call-overload]
+        assert r.status in ("completed", "incomplete"), (extra, r.status)
 
 
 def test_conversation_and_previous_are_exclusive(client: OpenAI, http: httpx.Client):
