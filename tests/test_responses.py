@@ -363,6 +363,13 @@ def test_stream_resume_after_a_dropped_connection(client: OpenAI, client2: OpenA
     text = "".join(e.delta for e in seen + rest if e.type == "response.output_text.delta")
     assert rest[-1].type == "response.completed"
     assert text == rest[-1].response.output_text == " ".join(f"w{i}" for i in range(60))
+    # A background stream opens as OpenAI's does: created and queued, then in progress.
+    opening = [(e.type, e.response.status) for e in seen[:3]]
+    assert opening == [
+        ("response.created", "queued"),
+        ("response.queued", "queued"),
+        ("response.in_progress", "in_progress"),
+    ]
 
 
 def test_background_then_retrieve_on_another_replica(client: OpenAI, client2: OpenAI):

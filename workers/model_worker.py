@@ -60,7 +60,7 @@ log = logging.getLogger("convstore.worker")
 ACK_WAIT = 30.0  # a delivery not kept alive this long goes to another worker
 WAIT_TURN = 0.2  # redelivery delay while an older response of the conversation runs
 RETRIES = 3  # upstream attempts per response (retryable errors, nothing streamed yet)
-STARTED = frozenset({"response.created", "response.in_progress"})
+STARTED = frozenset({"response.created", "response.queued", "response.in_progress"})
 
 
 @dataclass
@@ -346,7 +346,12 @@ class ModelWorker:
             writer = response_stream.StreamWriter(self.nc, self.js, view.id, next_seq, held=True)
             if next_seq == 0:
                 running = view.model_copy(update={"status": "in_progress"}).public()
-                await writer.emit("response.created", response=running)
+                if view.background:  # as OpenAI opens a background stream: queued first
+                    queued = view.model_copy(update={"status": "queued"}).public()
+                    await writer.emit("response.created", response=queued)
+                    await writer.emit("response.queued", response=queued)
+                else:
+                    await writer.emit("response.created", response=running)
                 await writer.emit("response.in_progress", response=running)
             builder = OutputBuilder(writer)
             call = asyncio.create_task(self._call_model(request, context, builder))
