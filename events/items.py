@@ -12,6 +12,7 @@ from events.ids import ITEM_ID_PREFIXES, new_item_id
 MAX_TEXT_CHARS = 10 * 1024 * 1024  # OpenAI's maximum string length for input text
 ROLES = ("user", "assistant", "system", "developer")
 STATUSES = ("in_progress", "completed", "incomplete")
+PHASES = ("commentary", "final_answer")  # an assistant message's `phase`
 INPUT_PARTS = ("input_text", "input_image", "input_file")
 OUTPUT_PARTS = ("output_text", "refusal")
 IMAGE_DETAILS = ("auto", "low", "high")
@@ -162,7 +163,11 @@ def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
     status = item.get("status", "completed")
     if status not in STATUSES:
         _enum(item, "status", STATUSES, param)
-    return {"type": "message", "status": status, "role": role, "content": parts}
+    message = {"type": "message", "status": status, "role": role, "content": parts}
+    if item.get("phase") is not None:  # OpenAI's label of an assistant message, kept as sent
+        _enum(item, "phase", PHASES, param)
+        message["phase"] = item["phase"]
+    return message
 
 
 def _function_call(item: dict[str, Any], param: str) -> dict[str, Any]:

@@ -78,6 +78,18 @@ def test_tool_items_round_trip(client):
     assert out.output == '{"temp": 21}'
 
 
+def test_an_assistant_messages_phase_round_trips(client, client2):
+    """OpenAI asks clients to resend `phase` on assistant messages: it must come back."""
+    conv = client.conversations.create()
+    (created,) = client.conversations.items.create(
+        conversation_id=conv.id,
+        items=[{"role": "assistant", "content": "Looking it up.", "phase": "commentary"}],
+    ).data
+    assert created.phase == "commentary"
+    got = client2.conversations.items.retrieve(item_id=created.id, conversation_id=conv.id)
+    assert got.phase == "commentary"
+
+
 def test_other_item_types_accepted_by_type(http):
     conv = http.post("/v1/conversations", json={}).json()
     item = {

@@ -241,6 +241,15 @@ def test_message_status_is_kept_or_validated() -> None:
     assert err.code == "invalid_value"
 
 
+def test_message_phase_is_kept_or_validated() -> None:
+    kept = norm({"role": "assistant", "content": "x", "phase": "final_answer"})
+    assert kept["phase"] == "final_answer"
+    assert "phase" not in norm({"role": "assistant", "content": "x", "phase": None})
+    assert "phase" not in norm({"role": "assistant", "content": "x"})
+    err = rejected({"role": "assistant", "content": "x", "phase": "draft"})
+    assert (err.param, err.code) == ("items[0].phase", "invalid_value")
+
+
 # --- text length ---
 
 
