@@ -248,6 +248,18 @@ def _include(value: Any) -> None:
     validation.include(value)
 
 
+def _outputs_have_calls(items: list[dict[str, Any]]) -> None:
+    """With no conversation and no previous response, the input is the whole context: a
+    function call's output must come with the call (OpenAI's 400; a Chat Completions
+    upstream would refuse the orphan tool message only once a worker sent it)."""
+    calls = {i.get("call_id") for i in items if i.get("type") == "function_call"}
+    for item in items:
+        call_id = item.get("call_id")
+        if item.get("type") == "function_call_output" and call_id not in calls:
+            message = f"No tool call found for function call output with call_id {call_id}."
+            raise invalid(message, "input", None)
+
+
 def _enum(body: dict[str, Any], key: str, allowed: tuple[str, ...]) -> None:
     value = body.get(key)
     if value is not None and value not in allowed:
@@ -301,9 +313,12 @@ def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponsePara
     _object(body, "reasoning")
     for key in ("user", "prompt_cache_key", "safety_identifier"):
         _string(body, key)
+    items = _input(body.get("input"), created_at)
+    if conversation_id is None and previous is None:
+        _outputs_have_calls(items)
     return ResponseParams(
         model=model,
-        input=_input(body.get("input"), created_at),
+        input=items,
         instructions=_string(body, "instructions"),
         conversation_id=conversation_id,
         previous_response_id=previous,

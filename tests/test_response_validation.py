@@ -61,6 +61,14 @@ def error(r: httpx.Response, status: int) -> dict[str, Any]:
         ),
         ({"model": "m", "input": "x", "truncation": "middle"}, "truncation", "invalid_value"),
         ({"model": "", "input": "x"}, "model", "empty_string"),
+        (  # with no conversation or previous response, the call must be in the input
+            {
+                "model": "m",
+                "input": [{"type": "function_call_output", "call_id": "call_9", "output": "ok"}],
+            },
+            "input",
+            None,
+        ),
         ({"model": "m", "input": "x", "include": ["bogus"]}, "include", "invalid_value"),
         ({"model": "m", "input": "x", "include": "bogus"}, "include", "invalid_type"),
         ({"model": "m", "input": "x", "include": [3]}, "include[0]", "invalid_type"),
@@ -116,8 +124,16 @@ def test_valid_formats_includes_and_forced_tools_are_taken(client: OpenAI):
         {"include": ["message.output_text.logprobs"]},
         {"tools": tools, "tool_choice": {"type": "function", "name": "f"}},
         {"tools": tools, "tool_choice": "required"},
+        {  # a stateless tool loop: the call and its output both in the input
+            "input": [
+                {"role": "user", "content": "weather?"},
+                {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+            ],
+            "tools": tools,
+        },
     ):
-        r = client.responses.create(model="m", input="x", **extra)  # type: ignore[call-overload]
+        r = client.responses.create(**{"model": "m", "input": "x", **extra})  # type: ignore[call-overload]
         assert r.status in ("completed", "incomplete"), (extra, r.status)
 
 
