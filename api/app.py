@@ -15,6 +15,7 @@ from api.idempotency import Idempotency, open_store
 from api.keys import KeyRing
 from api.limits import BodyLimit, Limits
 from api.ratelimit import RateLimiter
+from api.request_id import RequestId
 from api.routes import conversations, events, health, items, responses
 from api.services import Services
 from events.connection import connect
@@ -90,13 +91,14 @@ def create_app(
     )
     errors.install(app)
     openapi.install(app)
-    # Outermost last: authenticate (401/429), bound the body (413), then idempotency,
-    # then the hot routes' fast lane.
+    # Outermost last: name the request, authenticate (401/429), bound the body (413), then
+    # idempotency, then the hot routes' fast lane.
     app.add_middleware(FastLane)
     app.add_middleware(Idempotency)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     limiter = RateLimiter(limits.rate_limit_rps, limits.rate_limit_burst)
     app.add_middleware(Authenticate, keys=keys, limiter=limiter)
+    app.add_middleware(RequestId)  # outermost: every response, refusals included
     for module in (conversations, items, responses, events, health):
         app.include_router(module.router)
     return app

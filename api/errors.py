@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.request_id import request_id
 from events.commands import ConversationNotFound, TooMuchContention
 from events.items import ItemError
 from events.store import EventTooLarge, StoreUnavailable
@@ -140,8 +141,13 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(down, _down)
 
     @app.exception_handler(Exception)
-    async def _other(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return _response(
+    async def _other(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette answers this one outside every middleware: the id is added here.
+        rid = request_id(request.scope)
+        log.exception("unhandled error (request %s)", rid)
+        response = _response(
             APIError(500, "The server had an error processing your request.", type="server_error")
         )
+        if rid:
+            response.headers["x-request-id"] = rid
+        return response

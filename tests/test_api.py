@@ -1,5 +1,7 @@
 """The Conversations API through real HTTP with the official openai SDK."""
 
+import re
+
 import pytest
 from openai import NotFoundError
 
@@ -267,6 +269,26 @@ def test_a_body_under_the_body_limit_whose_event_exceeds_a_nats_message_is_413(h
     assert "exceeds" in r.json()["error"]["message"]
     assert "limit of 8388608 bytes" not in r.json()["error"]["message"]
     assert http.get(f"/v1/conversations/{conv}/items").json()["data"] == []
+
+
+def test_every_response_names_its_request(client, http):
+    """OpenAI's `x-request-id`: the SDK hands it out as `_request_id`; one per request, on
+    successes, errors and the fast lane's answers alike."""
+    conv = client.conversations.create()
+    assert re.fullmatch(r"req_[0-9a-f]{32}", conv._request_id or "")
+    page = client.conversations.items.list(conv.id)
+    assert re.fullmatch(r"req_[0-9a-f]{32}", page._request_id or "")
+    responses = [
+        http.get(f"/v1/conversations/{conv.id}"),
+        http.get(f"/v1/conversations/{conv.id}"),
+        http.get("/v1/conversations/conv_nope"),
+        http.post("/v1/conversations", content=b"{", headers={"content-type": "application/json"}),
+        http.get("/healthz"),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 404, 400, 200]
+    ids = [r.headers.get("x-request-id", "") for r in responses]
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in ids), ids
+    assert len(set(ids)) == len(ids)
 
 
 def test_asyncapi_document_is_served(http):
