@@ -142,7 +142,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _other(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette answers this one outside every middleware: the id is added here.
+        # On FastAPI's path Starlette answers this outside every middleware, so the id
+        # is added here (the fast lane calls it inside RequestId, which then adds none).
         rid = request_id(request.scope)
         log.exception("unhandled error (request %s)", rid)
         response = _response(

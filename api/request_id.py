@@ -30,7 +30,10 @@ class RequestId:
 
         async def named(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = message.get("headers", ())
+                # The 500 handler names it already when the fast lane, inside, called it.
+                if not any(name.lower() == HEADER for name, _ in headers):
+                    message["headers"] = [*headers, header]
             await send(message)
 
         await self.app(scope, receive, named)

@@ -257,6 +257,7 @@ async def follow_frames(
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
         stream=RESPONSE_STREAM_NAME,
     )
+    last = -1 if starting_after is None else starting_after
     try:
         while True:
             try:
@@ -264,7 +265,10 @@ async def follow_frames(
             except TimeoutError:  # pragma: no cover - timeout=None waits
                 continue
             frame = Frame.of(msg.data)
-            if starting_after is None or frame.number > starting_after:
+            # A number seen already is skipped: two enders of a response nobody took (the
+            # API's cancel and a worker) can each open its stream, interleaved.
+            if frame.number > last:
+                last = frame.number
                 yield frame
             if frame.type in TERMINAL_TYPES:
                 return

@@ -135,3 +135,30 @@ async def test_live_events_come_in_batches_of_what_arrived(nats_url):
         assert batches[0][-1].type == "response.completed"
     finally:
         await nc.close()
+
+
+async def test_a_stream_opened_twice_is_followed_once(nats_url):
+    """Two enders of a response nobody took (the API's cancel, a worker) can each open its
+    stream, interleaved: created 0, created 0, cancelled 1, cancelled 1. A follower sees
+    each number once."""
+    nc = await connect([nats_url], "test-twice")
+    try:
+        js = nc.jetstream()
+        await ensure_response_stream(js)
+        response_id = new_response_id(None)
+        final = {"id": response_id, "status": "cancelled", "background": True}
+        first = StreamWriter(nc, js, response_id, 0)
+        second = StreamWriter(nc, js, response_id, 0)
+        await first.emit("response.created", response=final)
+        await second.emit("response.created", response=final)
+        await first.emit("response.cancelled", response=final)
+        await second.emit("response.cancelled", response=final)
+        frames = [f async for f in follow_frames(js, response_id)]
+        assert [(f.type, f.number) for f in frames] == [
+            ("response.created", 0),
+            ("response.cancelled", 1),
+        ]
+        resumed = [f async for f in follow_frames(js, response_id, starting_after=0)]
+        assert [(f.type, f.number) for f in resumed] == [("response.cancelled", 1)]
+    finally:
+        await nc.close()
