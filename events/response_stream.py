@@ -135,7 +135,8 @@ async def end_untaken(
     if last is not None and last.get("type") in TERMINAL_TYPES:
         return
     writer = StreamWriter(nc, js, response_id, (last or {}).get("sequence_number", -1) + 1)
-    if last is None:
+    if last is None:  # opened here with the response as it was queued, which the
+        # writer's own opening (guessed from the final form) would only approximate
         await writer.emit("response.created", response=queued)
     await writer.emit(f"response.{final['status']}", response=final)
 
