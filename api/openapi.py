@@ -137,7 +137,8 @@ class ConversationRef(BaseModel):
 
 
 class CreateResponse(BaseModel):
-    """Unknown fields are accepted and ignored, as OpenAI does (README, Responses)."""
+    """OpenAI's other parameters are accepted and not acted on; one OpenAI does not know is
+    a 400 `unknown_parameter` (`api/response_params.KNOWN`)."""
 
     model_config = ConfigDict(extra="allow")
     model: str

@@ -1,8 +1,10 @@
 """`POST /v1/responses` body: validated the way OpenAI validates it.
 
-Unknown fields are ignored, as OpenAI ignores them; the known ones are checked for
-type and range so a bad request is a 400 naming the parameter, never a queued
-response that the worker then cannot run.
+A parameter OpenAI does not know is refused as OpenAI refuses it (`unknown_parameter`),
+so a misspelt setting is a 400, not silently dropped. Those it knows are accepted; the
+ones convstore implements are checked for type and range, so a bad request is a 400
+naming the parameter, never a queued response that the worker then cannot run, and the
+rest (`prompt`, `service_tier`, ...) are accepted and not acted on.
 """
 
 from dataclasses import dataclass, field
@@ -28,6 +30,19 @@ PASSTHROUGH = (
     "reasoning",
     "prompt_cache_key",
     "safety_identifier",
+)
+
+
+# Every body parameter of the SDK's `responses.create` (tests/test_response_validation.py
+# checks this against the installed SDK, so a parameter OpenAI adds is noticed).
+KNOWN = frozenset(
+    {
+        *PASSTHROUGH,
+        *("model", "input", "instructions", "conversation", "previous_response_id"),
+        *("store", "stream", "stream_options", "background", "background_options"),
+        *("metadata", "include", "prompt", "prompt_cache_retention", "prompt_cache_options"),
+        *("service_tier", "context_management", "moderation", "image", "access_programs"),
+    }
 )
 
 
@@ -275,6 +290,7 @@ def _object(body: dict[str, Any], key: str) -> None:
 
 def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponseParams:
     """Validate a create-response body; raise the OpenAI 400 for the first problem."""
+    validation.known(body, KNOWN)
     validation.encodable(body, max_chars=max_chars)
     model = _string(body, "model", required=True)
     assert model is not None

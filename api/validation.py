@@ -28,6 +28,14 @@ INCLUDABLE = frozenset(
 MAX_DEPTH = 64  # nesting of arrays and objects in a body
 
 
+def known(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    """OpenAI refuses a body parameter it does not know, so a misspelt one is a 400 rather
+    than a setting silently dropped."""
+    for key in body:
+        if key not in allowed:
+            raise invalid(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
+
+
 def encodable(value: Any, param: str = "", max_chars: int | None = None) -> None:
     """Reject strings JSON can carry but UTF-8 cannot (lone surrogates such as \\ud800),
     strings longer than `max_chars`, and nesting deeper than MAX_DEPTH. Iterative, so no

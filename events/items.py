@@ -241,6 +241,35 @@ def _reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
     return out
 
 
+# Each strictly validated type's fields: the SDK's (tests/test_items.py checks them
+# against the installed SDK) and our `created_at`, so a listed item can be sent back.
+# Some are accepted and not kept (`async`, `caller`).
+_FIELDS = {
+    "message": frozenset({"type", "id", "role", "content", "status", "phase", "created_at"}),
+    "function_call": frozenset(
+        {"type", "id", "call_id", "name", "arguments", "status", "namespace", "async", "caller"}
+        | {"created_at"}
+    ),
+    "function_call_output": frozenset(
+        {"type", "id", "call_id", "output", "status", "name", "namespace", "caller"}
+        | {"created_at"}
+    ),
+    "reasoning": frozenset(
+        {"type", "id", "summary", "content", "encrypted_content", "status", "created_at"}
+    ),
+}
+
+
+def _known(item: dict[str, Any], kind: str, param: str) -> None:
+    """OpenAI refuses a field it does not know; dropping it silently would lose what the
+    client meant to store."""
+    for key in item:
+        if key not in _FIELDS[kind]:
+            raise ItemError(
+                f"Unknown parameter: '{param}.{key}'.", f"{param}.{key}", "unknown_parameter"
+            )
+
+
 _STRICT = {
     "message": _message,
     "function_call": _function_call,
@@ -271,6 +300,7 @@ def normalize_item(raw: Any, param: str, created_at: int) -> dict[str, Any]:
             "invalid_type",
         )
     if kind in _STRICT:
+        _known(raw, kind, param)
         body = _STRICT[kind](raw, param)
     elif kind in OTHER_TYPES:
         body = {k: v for k, v in raw.items() if k not in ("id", "created_at")}

@@ -450,3 +450,54 @@ def test_ids_are_fresh_and_prefixed(raw: dict[str, Any], prefix: str) -> None:
 def test_created_at_comes_from_the_caller_not_the_client() -> None:
     item = normalize_item({"role": "user", "content": "x", "created_at": 5}, "items[0]", 1234)
     assert item["created_at"] == 1234
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"role": "user", "content": "x", "colour": "red"}, "colour"),
+        ({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}", "x": 1}, "x"),
+        ({"type": "function_call_output", "call_id": "c", "output": "ok", "result": 1}, "result"),
+        ({"type": "reasoning", "summary": [], "thoughts": "x"}, "thoughts"),
+    ],
+)
+def test_a_field_openai_does_not_know_is_refused(raw: dict[str, Any], field: str) -> None:
+    """Dropped silently, it would lose what the client meant to store; OpenAI refuses it."""
+    error = rejected(raw, "input[3]")
+    assert (error.param, error.code) == (f"input[3].{field}", "unknown_parameter")
+    assert error.message == f"Unknown parameter: 'input[3].{field}'."
+
+
+def test_every_sdk_field_of_a_strict_item_is_known() -> None:
+    """The SDK's input shapes of each strictly checked type are accepted: a field OpenAI adds
+    (seen here when the SDK gains it) must be added to `events.items._FIELDS`."""
+    from openai.types.responses import (
+        easy_input_message_param,
+        response_function_tool_call_param,
+        response_input_item_param,
+        response_output_message_param,
+        response_reasoning_item_param,
+    )
+
+    from events.items import _FIELDS
+
+    shapes = {
+        "message": (
+            easy_input_message_param.EasyInputMessageParam,
+            response_input_item_param.Message,
+            response_output_message_param.ResponseOutputMessageParam,
+        ),
+        "function_call": (response_function_tool_call_param.ResponseFunctionToolCallParam,),
+        "function_call_output": (response_input_item_param.FunctionCallOutput,),
+        "reasoning": (response_reasoning_item_param.ResponseReasoningItemParam,),
+    }
+    for kind, types in shapes.items():
+        for shape in types:
+            assert set(shape.__annotations__) <= _FIELDS[kind], (kind, shape.__name__)
+
+
+def test_a_stored_item_sent_back_is_accepted() -> None:
+    """Our items carry `id` and `created_at`; a client may list them and send them again."""
+    stored = norm({"role": "assistant", "content": "hi", "phase": "final_answer"})
+    again = norm(stored)
+    assert again["id"] != stored["id"] and again["content"] == stored["content"]

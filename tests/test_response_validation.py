@@ -61,6 +61,12 @@ def error(r: httpx.Response, status: int) -> dict[str, Any]:
         ),
         ({"model": "m", "input": "x", "truncation": "middle"}, "truncation", "invalid_value"),
         ({"model": "", "input": "x"}, "model", "empty_string"),
+        ({"model": "m", "input": "x", "max_tokens": 50}, "max_tokens", "unknown_parameter"),
+        (
+            {"model": "m", "input": [{"role": "user", "content": "x", "name": "n"}]},
+            "input[0].name",
+            "unknown_parameter",
+        ),
         (  # with no conversation or previous response, the call must be in the input
             {
                 "model": "m",
@@ -171,7 +177,7 @@ def test_deleted_conversation_takes_no_responses(client: OpenAI, http: httpx.Cli
     )
 
 
-def test_unknown_fields_are_ignored(http: httpx.Client):
+def test_openai_parameters_not_acted_on_are_accepted(http: httpx.Client):
     r = http.post(
         "/v1/responses",
         json={
@@ -179,10 +185,31 @@ def test_unknown_fields_are_ignored(http: httpx.Client):
             "input": "x",
             "prompt_cache_retention": "24h",
             "service_tier": "flex",
-            "zzz": 1,
+            "stream_options": {"include_obfuscation": False},
         },
     )
     assert r.status_code == 200 and r.json()["status"] == "completed"
+
+
+def test_a_parameter_openai_does_not_know_is_refused(http: httpx.Client):
+    body = error(http.post("/v1/responses", json={"model": "m", "input": "x", "zzz": 1}), 400)
+    assert body == {
+        "message": "Unknown parameter: 'zzz'.",
+        "type": "invalid_request_error",
+        "param": "zzz",
+        "code": "unknown_parameter",
+    }
+
+
+def test_every_sdk_parameter_is_known():
+    """A parameter the SDK gains (i.e. OpenAI added it) must be added to
+    `api.response_params.KNOWN`, accepted or implemented, not refused."""
+    from openai.types.responses import response_create_params
+
+    from api.response_params import KNOWN
+
+    sdk = set(response_create_params.ResponseCreateParamsStreaming.__annotations__)
+    assert sdk <= KNOWN
 
 
 @pytest.mark.parametrize(

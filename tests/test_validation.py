@@ -205,7 +205,7 @@ def test_metadata_limits_through_the_sdk(client: OpenAI, conv: str) -> None:
     assert updated.metadata == {"k" * 64: "v" * 512}
 
 
-@pytest.mark.parametrize("body", [{}, {"meta": {"a": "b"}}, None])
+@pytest.mark.parametrize("body", [{}, None])
 def test_update_without_metadata_rejected(
     http: httpx.Client, client: OpenAI, body: Any, conv: str
 ) -> None:
@@ -220,6 +220,79 @@ def test_update_without_metadata_rejected(
         message="Missing required parameter: 'metadata'.",
     )
     assert client.conversations.retrieve(conv).metadata == {"keep": "me"}
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "param"),
+    [
+        ("create", {"metadata": {}, "meta": {"a": "b"}}, "meta"),
+        ("create", {"items": [{"role": "user", "content": "x", "name": "n"}]}, "items[0].name"),
+        ("update", {"meta": {"a": "b"}}, "meta"),
+        ("update", {"metadata": {"a": "b"}, "merge": True}, "merge"),
+        ("items.create", {"items": msgs(1), "include": []}, "include"),
+        ("items.create", {"items": [*msgs(1), {**msgs(1)[0], "colour": 1}]}, "items[1].colour"),
+    ],
+)
+def test_a_parameter_openai_does_not_know_is_refused_and_writes_nothing(
+    client: OpenAI, http: httpx.Client, target: str, body: dict[str, Any], param: str
+) -> None:
+    """A misspelt parameter is OpenAI's 400 `unknown_parameter`, not silently dropped."""
+    conv = client.conversations.create(metadata={"keep": "me"}, items=msgs(1)).id
+    before = http.get("/v1/events", params={"order": "desc", "limit": 1}).json()["last_id"]
+    path = {
+        "create": "/v1/conversations",
+        "update": f"/v1/conversations/{conv}",
+        "items.create": f"/v1/conversations/{conv}/items",
+    }[target]
+    resp = send(http, "POST", path, json=body)
+    assert_error(
+        resp, 400, param=param, code="unknown_parameter", message=f"Unknown parameter: '{param}'."
+    )
+    assert http.get("/v1/events", params={"order": "desc", "limit": 1}).json()["last_id"] == before
+    assert client.conversations.retrieve(conv).metadata == {"keep": "me"}
+    assert texts(client, conv) == ["m0"]
+
+
+def test_unknown_parameters_through_the_sdk(client: OpenAI, conv: str) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.conversations.create(metadata={"a": "b"}, extra_body={"tags": ["x"]})
+    assert_sdk_error(exc, 400, param="tags", code="unknown_parameter")
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.conversations.items.create(
+            conv,
+            items=[{"role": "user", "content": "x", "metadata": {}}],  # type: ignore[typeddict-unknown-key]
+        )
+    assert_sdk_error(exc, 400, param="items[0].metadata", code="unknown_parameter")
+
+
+def test_listed_items_sent_back_are_accepted(client: OpenAI, conv: str) -> None:
+    """Items as we list them (with `id`, `status`, `created_at`) are valid input again."""
+    client.conversations.items.create(conv, items=msgs(2))
+    listed = client.conversations.items.list(conv, order="asc").to_dict()["data"]
+    other = client.conversations.create(items=listed)
+    again = client.conversations.items.list(other.id, order="asc").to_dict()["data"]
+    assert [i["content"] for i in again] == [i["content"] for i in listed]
+
+
+def test_every_sdk_parameter_of_the_conversation_bodies_is_known() -> None:
+    """A parameter the SDK gains (i.e. OpenAI added it) must be accepted or implemented."""
+    from openai.types.conversations import (
+        conversation_create_params,
+        conversation_update_params,
+        item_create_params,
+    )
+
+    from api.routes import conversations, items
+
+    assert set(conversation_create_params.ConversationCreateParams.__annotations__) == (
+        conversations.CREATE_PARAMS
+    )
+    assert set(conversation_update_params.ConversationUpdateParams.__annotations__) == (
+        conversations.UPDATE_PARAMS
+    )
+    assert set(item_create_params.ItemCreateParams.__annotations__) - {"include"} == (
+        items.CREATE_PARAMS
+    )
 
 
 # --- items: counts and types ---
@@ -258,7 +331,7 @@ def test_items_create_with_empty_items_rejected(client: OpenAI, conv: str) -> No
     assert_sdk_error(exc, 400, param="items", code="empty_array")
 
 
-@pytest.mark.parametrize("kwargs", [{"json": {}}, {"json": {"metadata": {}}}, {}])
+@pytest.mark.parametrize("kwargs", [{"json": {}}, {}])
 def test_items_create_without_items_rejected(
     http: httpx.Client, conv: str, kwargs: dict[str, Any]
 ) -> None:

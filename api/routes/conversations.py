@@ -28,6 +28,8 @@ from projections.views import ConversationView
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 JSONBody = Annotated[dict[str, Any] | None, Body()]
+CREATE_PARAMS = frozenset({"items", "metadata"})
+UPDATE_PARAMS = frozenset({"metadata"})
 
 
 def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
@@ -72,6 +74,7 @@ async def create_conversation(
     svc: Svc, caller: Caller, request: Request, body: JSONBody = None
 ) -> dict[str, Any]:
     body = body or {}
+    validation.known(body, CREATE_PARAMS)
     validation.encodable(body, max_chars=svc.limits.max_text_chars)
     created_at = int(time.time())
     metadata = validation.metadata(body.get("metadata"))
@@ -132,6 +135,7 @@ async def update_conversation(
 ) -> dict[str, Any]:
     conversation_id = validation.conversation_id(conversation_id)
     body = body or {}
+    validation.known(body, UPDATE_PARAMS)
     validation.encodable(body, max_chars=svc.limits.max_text_chars)
     if "metadata" not in body:
         raise invalid(

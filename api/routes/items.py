@@ -17,6 +17,7 @@ from events.store import Head
 from projections.reader import CursorNotFound
 
 router = APIRouter(prefix="/v1/conversations/{conversation_id}/items", tags=["items"])
+CREATE_PARAMS = frozenset({"items"})  # `include` is a query parameter here
 
 
 @router.post("")
@@ -30,6 +31,7 @@ async def create_items(
     conversation_id = validation.conversation_id(conversation_id)
     validation.include(include_param(request))
     body = body or {}
+    validation.known(body, CREATE_PARAMS)
     validation.encodable(body, max_chars=svc.limits.max_text_chars)
     items = validation.items(body.get("items"), int(time.time()), required=True)
     who = caller.actor(client_ip(request))
