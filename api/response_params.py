@@ -12,7 +12,7 @@ from typing import Any
 
 from api import validation
 from api.errors import invalid
-from events.items import normalize_item
+from events.items import normalize_item, quote_list
 
 # Settings kept as sent in the request event and echoed in the Response object.
 PASSTHROUGH = (
@@ -252,6 +252,31 @@ def _text(value: Any) -> None:
         )
 
 
+# The SDK's `Reasoning` fields (tests/test_response_validation.py checks them against it).
+REASONING_FIELDS = frozenset({"effort", "summary", "generate_summary", "context", "mode"})
+SUMMARIES = ("auto", "concise", "detailed")
+
+
+def _reasoning(value: Any) -> None:
+    """`effort` is passed to reasoning models as sent: only its type is checked, since
+    OpenAI keeps adding values (none ... xhigh, max) and a fixed list would refuse newer
+    ones; a misspelt field or summary would otherwise be dropped without a word."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise _wrong_type("reasoning", "an object", value)
+    for key in value:
+        if key not in REASONING_FIELDS:
+            raise invalid(
+                f"Unknown parameter: 'reasoning.{key}'.", f"reasoning.{key}", "unknown_parameter"
+            )
+    for key in ("effort", "mode"):
+        if value.get(key) is not None and not isinstance(value[key], str):
+            raise _wrong_type(f"reasoning.{key}", "a string", value[key])
+    for key in ("summary", "generate_summary"):
+        _enum(value, key, SUMMARIES, f"reasoning.{key}")
+
+
 def _include(value: Any) -> None:
     if value is None:
         return
@@ -275,17 +300,15 @@ def _outputs_have_calls(items: list[dict[str, Any]]) -> None:
             raise invalid(message, "input", None)
 
 
-def _enum(body: dict[str, Any], key: str, allowed: tuple[str, ...]) -> None:
+def _enum(
+    body: dict[str, Any], key: str, allowed: tuple[str, ...], param: str | None = None
+) -> None:
     value = body.get(key)
     if value is not None and value not in allowed:
-        supported = " and ".join(f"'{a}'" for a in allowed)
-        raise invalid(f"Invalid value: '{value}'. Supported values are: {supported}.", key)
-
-
-def _object(body: dict[str, Any], key: str) -> None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, dict):
-        raise _wrong_type(key, "an object", value)
+        raise invalid(
+            f"Invalid value: '{value}'. Supported values are: {quote_list(allowed)}.",
+            param or key,
+        )
 
 
 def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponseParams:
@@ -326,7 +349,7 @@ def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponsePara
     _enum(body, "truncation", ("auto", "disabled"))
     _text(body.get("text"))
     _include(body.get("include"))
-    _object(body, "reasoning")
+    _reasoning(body.get("reasoning"))
     for key in ("user", "prompt_cache_key", "safety_identifier"):
         _string(body, key)
     items = _input(body.get("input"), created_at)

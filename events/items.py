@@ -36,7 +36,7 @@ class ItemError(ValueError):
         self.code = code
 
 
-def _quote_list(values: tuple[str, ...] | list[str]) -> str:
+def quote_list(values: tuple[str, ...] | list[str]) -> str:
     quoted = [f"'{v}'" for v in values]
     return (
         ", ".join(quoted[:-1]) + f", and {quoted[-1]}" if len(quoted) > 2 else " and ".join(quoted)
@@ -73,7 +73,7 @@ def _enum(obj: dict[str, Any], key: str, allowed: tuple[str, ...], param: str) -
     value = obj.get(key)
     if value not in allowed:
         raise ItemError(
-            f"Invalid value: '{value}'. Supported values are: {_quote_list(allowed)}.",
+            f"Invalid value: '{value}'. Supported values are: {quote_list(allowed)}.",
             f"{param}.{key}",
         )
 
@@ -96,7 +96,7 @@ def _content_part(part: Any, role: str, param: str) -> dict[str, Any]:
     allowed = OUTPUT_PARTS if assistant else INPUT_PARTS
     if kind not in allowed:
         raise ItemError(
-            f"Invalid value: '{kind}'. Supported values are: {_quote_list(allowed)}.",
+            f"Invalid value: '{kind}'. Supported values are: {quote_list(allowed)}.",
             f"{param}.type",
         )
     if kind in ("input_text", "output_text"):
@@ -307,7 +307,7 @@ def normalize_item(raw: Any, param: str, created_at: int) -> dict[str, Any]:
     else:
         supported = tuple(sorted(set(_STRICT) | OTHER_TYPES))
         raise ItemError(
-            f"Invalid value: '{kind}'. Supported values are: {_quote_list(supported)}.",
+            f"Invalid value: '{kind}'. Supported values are: {quote_list(supported)}.",
             f"{param}.type",
         )
     return {"id": new_item_id(str(kind)), **body, "created_at": created_at}

@@ -62,6 +62,22 @@ def error(r: httpx.Response, status: int) -> dict[str, Any]:
         ({"model": "m", "input": "x", "truncation": "middle"}, "truncation", "invalid_value"),
         ({"model": "", "input": "x"}, "model", "empty_string"),
         ({"model": "m", "input": "x", "max_tokens": 50}, "max_tokens", "unknown_parameter"),
+        ({"model": "m", "input": "x", "reasoning": "high"}, "reasoning", "invalid_type"),
+        (
+            {"model": "m", "input": "x", "reasoning": {"effort": 3}},
+            "reasoning.effort",
+            "invalid_type",
+        ),
+        (
+            {"model": "m", "input": "x", "reasoning": {"summary": "long"}},
+            "reasoning.summary",
+            "invalid_value",
+        ),
+        (
+            {"model": "m", "input": "x", "reasoning": {"efort": "high"}},
+            "reasoning.efort",
+            "unknown_parameter",
+        ),
         (
             {"model": "m", "input": [{"role": "user", "content": "x", "name": "n"}]},
             "input[0].name",
@@ -128,6 +144,8 @@ def test_valid_formats_includes_and_forced_tools_are_taken(client: OpenAI):
         {"text": {"format": {"type": "json_schema", "name": "s", "schema": schema}}},
         {"text": {"format": {"type": "json_object"}, "verbosity": "low"}},
         {"include": ["message.output_text.logprobs"]},
+        # effort is passed on as sent: a value newer than this server's SDK is not refused
+        {"reasoning": {"effort": "max", "summary": "auto", "generate_summary": None}},
         {"tools": tools, "tool_choice": {"type": "function", "name": "f"}},
         {"tools": tools, "tool_choice": "required"},
         {  # a stateless tool loop: the call and its output both in the input
@@ -199,6 +217,14 @@ def test_a_parameter_openai_does_not_know_is_refused(http: httpx.Client):
         "param": "zzz",
         "code": "unknown_parameter",
     }
+
+
+def test_every_sdk_field_of_reasoning_is_known():
+    from openai.types.shared_params import reasoning
+
+    from api.response_params import REASONING_FIELDS
+
+    assert set(reasoning.Reasoning.__annotations__) <= REASONING_FIELDS
 
 
 def test_every_sdk_parameter_is_known():
