@@ -75,6 +75,30 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     return invalid(f"Invalid '{param}': {first.get('msg', 'invalid value')}.", param)
 
 
+def _json_type(content_type: str) -> bool:
+    """The media types FastAPI reads a body from as JSON."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _about_body(exc: RequestValidationError) -> bool:
+    first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+    return tuple(first.get("loc", ()))[:1] == ("body",)
+
+
+def _unsupported_type(content_type: str) -> APIError:
+    """A JSON body sent as another type is not read at all; saying so beats "expected a
+    JSON object" about a body that is one."""
+    return invalid(
+        f"Unsupported content type: '{content_type}'. This endpoint takes a JSON body: "
+        "send it with 'Content-Type: application/json'.",
+        None,
+        None,
+    )
+
+
 NATS_DOWN = (
     StoreUnavailable,
     nats.errors.TimeoutError,
@@ -96,7 +120,10 @@ def install(app: FastAPI) -> None:
         return _response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        kind = request.headers.get("content-type")
+        if kind is not None and not _json_type(kind) and _about_body(exc):
+            return _response(_unsupported_type(kind))
         return _response(_validation_error(exc))
 
     @app.exception_handler(ItemError)

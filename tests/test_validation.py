@@ -824,3 +824,37 @@ def test_malformed_body_is_4xx_never_5xx(
         assert newest_conversation(http) == before
     else:
         assert item_ids(http, conv) == []
+
+
+@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize("target", ["create", "update", "items.create", "responses"])
+def test_a_json_body_sent_as_another_type_says_so_and_writes_nothing(
+    client: OpenAI, http: httpx.Client, conv: str, kind: str, target: str
+) -> None:
+    """Not "expected a JSON object" about a body that is one: the type is what is wrong."""
+    path, body = {
+        "create": ("/v1/conversations", {"metadata": {"a": "b"}}),
+        "update": (f"/v1/conversations/{conv}", {"metadata": {"a": "b"}}),
+        "items.create": (f"/v1/conversations/{conv}/items", {"items": msgs(1)}),
+        "responses": ("/v1/responses", {"model": "m", "input": "x"}),
+    }[target]
+    before = http.get("/v1/events", params={"order": "desc", "limit": 1}).json()["last_id"]
+    resp = send(http, "POST", path, content=json.dumps(body), headers={"content-type": kind})
+    assert_error(
+        resp,
+        400,
+        message=f"Unsupported content type: '{kind}'. This endpoint takes a JSON body: "
+        "send it with 'Content-Type: application/json'.",
+    )
+    assert http.get("/v1/events", params={"order": "desc", "limit": 1}).json()["last_id"] == before
+
+
+def test_a_json_media_type_with_parameters_is_json(http: httpx.Client, conv: str) -> None:
+    resp = send(
+        http,
+        "POST",
+        f"/v1/conversations/{conv}",
+        content=json.dumps({"metadata": {"a": "b"}}),
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert resp.status_code == 200 and resp.json()["metadata"] == {"a": "b"}, resp.text
