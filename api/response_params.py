@@ -12,7 +12,7 @@ from typing import Any
 
 from api import validation
 from api.errors import invalid
-from events.items import normalize_item, quote_list
+from events.items import normalize_item, orphan_message, orphan_output, quote_list
 
 # Settings kept as sent in the request event and echoed in the Response object.
 PASSTHROUGH = (
@@ -291,13 +291,11 @@ def _include(value: Any) -> None:
 def _outputs_have_calls(items: list[dict[str, Any]]) -> None:
     """With no conversation and no previous response, the input is the whole context: a
     function call's output must come with the call (OpenAI's 400; a Chat Completions
-    upstream would refuse the orphan tool message only once a worker sent it)."""
-    calls = {i.get("call_id") for i in items if i.get("type") == "function_call"}
-    for item in items:
-        call_id = item.get("call_id")
-        if item.get("type") == "function_call_output" and call_id not in calls:
-            message = f"No tool call found for function call output with call_id {call_id}."
-            raise invalid(message, "input", None)
+    upstream would refuse the orphan tool message only once a worker sent it). With
+    them, the worker checks the whole context (workers/context.py)."""
+    call_id = orphan_output(items)
+    if call_id is not None:
+        raise invalid(orphan_message(call_id), "input", None)
 
 
 def _enum(

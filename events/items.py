@@ -311,3 +311,18 @@ def normalize_item(raw: Any, param: str, created_at: int) -> dict[str, Any]:
             f"{param}.type",
         )
     return {"id": new_item_id(str(kind)), **body, "created_at": created_at}
+
+
+def orphan_output(items: list[dict[str, Any]]) -> str | None:
+    """The call_id of the first `function_call_output` in `items` (a context, oldest
+    first) with no `function_call` of that call_id anywhere in them, if any: OpenAI
+    refuses such a context, and a Chat Completions upstream refuses its tool message."""
+    calls = {i.get("call_id") for i in items if i.get("type") == "function_call"}
+    for item in items:
+        if item.get("type") == "function_call_output" and item.get("call_id") not in calls:
+            return str(item.get("call_id"))
+    return None
+
+
+def orphan_message(call_id: str) -> str:
+    return f"No tool call found for function call output with call_id {call_id}."

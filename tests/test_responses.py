@@ -513,3 +513,35 @@ def test_concurrent_sync_responses(client: OpenAI):
     assert sorted(r.output_text for r in results) == sorted(
         f"echo: c{i} (context: 1 messages)" for i in range(8)
     )
+
+
+@pytest.mark.parametrize("on", ["conversation", "previous_response_id"])
+def test_an_output_whose_call_is_not_in_the_context_fails_without_asking_the_upstream(
+    client: OpenAI, upstream_url: str, on: str
+):
+    """The API cannot see the context here (the worker reads it), so it is the worker
+    that refuses it, with OpenAI's message, before any upstream call."""
+    t = token()
+    conv = client.conversations.create(items=[{"role": "user", "content": f"hi {t}"}])
+    first = client.responses.create(model=FAKE, input=f"hi {t}")
+    where: dict[str, Any] = (
+        {"conversation": conv.id} if on == "conversation" else {"previous_response_id": first.id}
+    )
+    orphan = {"type": "function_call_output", "call_id": f"call_{t}", "output": f"sunny {t}"}
+    r = client.responses.create(model=FAKE, input=[orphan], **where)  # type: ignore[list-item]
+    assert r.status == "failed" and r.error is not None, r
+    assert r.error.code == "invalid_prompt"
+    assert r.error.message == f"No tool call found for function call output with call_id call_{t}."
+    assert upstream_calls(upstream_url, f"sunny {t}") == []
+    if on == "conversation":  # a failed response adds nothing to its conversation
+        items = client.conversations.items.list(conv.id, order="asc").data
+        assert [i.type for i in items] == ["message"]
+
+
+def test_an_output_whose_call_is_in_the_conversation_is_taken(client: OpenAI):
+    t = token()
+    call = {"type": "function_call", "call_id": f"call_{t}", "name": "f", "arguments": "{}"}
+    conv = client.conversations.create(items=[{"role": "user", "content": "weather?"}, call])
+    output = {"type": "function_call_output", "call_id": f"call_{t}", "output": "sunny"}
+    r = client.responses.create(model=FAKE, conversation=conv.id, input=[output])  # type: ignore[list-item]
+    assert r.status == "completed", r.error

@@ -8,6 +8,7 @@ from typing import Any
 
 from events.history import History
 from events.ids import response_thread
+from events.items import orphan_message, orphan_output
 from events.store import EventStore, Head
 from events.subjects import conversation_subject
 from projections.point_in_time import reader_as_of
@@ -19,7 +20,8 @@ MAX_CHAIN = 10_000
 
 
 class ContextError(Exception):
-    """The context cannot be built (a previous response vanished)."""
+    """The context cannot be built (a previous response vanished) or cannot be sent (a
+    function call's output without its call)."""
 
 
 async def conversation_items(reader: ViewReader, conversation_id: str) -> list[dict[str, Any]]:
@@ -134,7 +136,12 @@ async def build_context(
         earlier = await previous_chain(reader, store, view.previous_response_id, chains)
     else:
         earlier = []
-    return earlier + request_input
+    context = earlier + request_input
+    # The API checks this only when the input is the whole context; here it is known.
+    call_id = orphan_output(context)
+    if call_id is not None:
+        raise ContextError(orphan_message(call_id))
+    return context
 
 
 def drop_oldest(context: list[dict[str, Any]], protected: int) -> list[dict[str, Any]] | None:
