@@ -34,10 +34,15 @@ KEY = "sk-procs-0123456789"
 
 
 def start_serve(
-    tmp_path: Path, processes: int = 2, env: dict[str, str] | None = None, own_group: bool = False
+    tmp_path: Path,
+    processes: int = 2,
+    env: dict[str, str] | None = None,
+    own_group: bool = False,
+    data_dir: Path | None = None,
 ):
-    """serve on an ephemeral port (--port 0); returns it and the port it got."""
-    args = ["serve", "--port", "0", "--data-dir", str(tmp_path / "data")]
+    """serve on an ephemeral port (--port 0), on `data_dir` (default: tmp_path/data);
+    returns it and the port it got."""
+    args = ["serve", "--port", "0", "--data-dir", str(data_dir or tmp_path / "data")]
     log = tmp_path / "serve.log"
     service = Service(
         [*args, "--api-processes", str(processes)],
