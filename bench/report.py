@@ -195,6 +195,8 @@ def _response_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if accepted is not None and first is not None:
             rows.append(("", "headers, 1st event p50", f"{accepted:.2f}, {first:.2f} ms", "", ""))
         rows.extend(_segment_rows(series.get("segments")))
+        if series.get("cpu_ms_per_response"):
+            rows.append(("", "CPU ms/response", cpu_ms(series["cpu_ms_per_response"]), "", ""))
     many = r.get("in_flight") or {}
     base = raw.get("in_flight") or {}
     name = f"response, {many.get('in_flight', '')} in flight"
@@ -235,16 +237,30 @@ def _segment_rows(segments: dict[str, Any] | None) -> list[tuple[str, str, str, 
     ]
 
 
+def _by_kind(values: dict[str, float]) -> dict[str, float]:
+    """Per process kind: serve and the further API processes (api2, ...) are one, the API."""
+    groups: dict[str, float] = {}
+    for name, value in values.items():
+        group = "API" if name == "serve" or name.startswith("api") else name
+        groups[group] = groups.get(group, 0.0) + value
+    return groups
+
+
 def cpu_per_op(cpu: dict[str, float], rate: float) -> str:
     """CPU time per operation by process kind, from the busy cores measured over a run at
     `rate` operations/s: where each request's CPU goes, the cost a throughput target is
     bounded by (2 cores at 1 core-second each per second)."""
-    groups: dict[str, float] = {}
-    for name, cores in cpu.items():
-        group = "API" if name == "serve" or name.startswith("api") else name
-        groups[group] = groups.get(group, 0.0) + cores
+    groups = _by_kind(cpu)
     parts = [f"{k} {v / rate * 1e6:,.0f}" for k, v in groups.items() if v]
     return " + ".join(parts) + f" = {sum(groups.values()) / rate * 1e6:,.0f}"
+
+
+def cpu_ms(per_response: dict[str, float]) -> str:
+    """CPU ms of one response (one at a time) by process kind: how much of two cores a
+    single streamed response keeps busy, which its latency shares."""
+    groups = _by_kind(per_response)
+    parts = [f"{k} {v:.1f}" for k, v in groups.items() if v >= 0.05]
+    return " + ".join(parts) + f" = {sum(groups.values()):.1f}"
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

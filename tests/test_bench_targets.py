@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from bench.report import cpu_per_op
+from bench.report import cpu_ms, cpu_per_op
 from bench.targets import evaluate
 
 
@@ -70,3 +70,20 @@ def test_the_list_target_is_judged_against_the_floor_too() -> None:
 def test_cpu_per_append_sums_the_api_processes_and_skips_idle_ones() -> None:
     cpu = {"client": 0.2, "serve": 0.5, "api2": 0.3, "nats-server": 0.4, "worker": 0.0}
     assert cpu_per_op(cpu, 2_000.0) == "client 100 + API 400 + nats-server 200 = 700"
+
+
+def test_cpu_per_response_sums_the_api_processes_and_skips_idle_ones() -> None:
+    per = {"client": 1.04, "serve": 0.04, "api2": 3.24, "nats-server": 6.34, "worker": 0.01}
+    assert cpu_ms(per) == "client 1.0 + API 3.3 + nats-server 6.3 = 10.7"
+
+
+def test_the_table_shows_each_serial_series_cpu_per_response() -> None:
+    import json
+    from pathlib import Path
+
+    from bench.report import table
+
+    run = Path(__file__).resolve().parent.parent / "bench" / "reference" / "full-run-19.json"
+    rows = [r for r in table(json.loads(run.read_text())).splitlines() if "CPU ms/response" in r]
+    assert len(rows) == 4  # on a conversation and without one, in both modes
+    assert "nats-server 6.3 + projector 3.8 + worker 3.6 = 18.2" in rows[0]
