@@ -545,3 +545,21 @@ def test_an_output_whose_call_is_in_the_conversation_is_taken(client: OpenAI):
     output = {"type": "function_call_output", "call_id": f"call_{t}", "output": "sunny"}
     r = client.responses.create(model=FAKE, conversation=conv.id, input=[output])  # type: ignore[list-item]
     assert r.status == "completed", r.error
+
+
+def test_a_stateless_tool_loop_sends_the_output_objects_back_as_input(client: OpenAI):
+    """OpenAI's function-calling guide keeps the state itself: the SDK's output objects
+    of the first response go back as input, beside the call's output. Every field they
+    carry must be accepted (a field of ours the checks did not know would be a 400)."""
+    t = token()
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    context: list[Any] = [{"role": "user", "content": f"TOOL weather {t}"}]
+    first = client.responses.create(model=FAKE, input=context, tools=tools, store=False)  # type: ignore[arg-type]
+    (call,) = first.output
+    assert call.type == "function_call"
+    context += first.output
+    context.append({"type": "function_call_output", "call_id": call.call_id, "output": "sunny"})
+    second = client.responses.create(model=FAKE, input=context, tools=tools)  # type: ignore[arg-type]
+    assert second.status == "completed", second.error
+    listed = client.responses.input_items.list(second.id, order="asc").data
+    assert [i.type for i in listed] == ["message", "function_call", "function_call_output"]
