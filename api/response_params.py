@@ -42,6 +42,7 @@ KNOWN = frozenset(
         *("store", "stream", "stream_options", "background", "background_options"),
         *("metadata", "include", "prompt", "prompt_cache_retention", "prompt_cache_options"),
         *("service_tier", "context_management", "moderation", "image", "access_programs"),
+        "verbosity",  # responses.parse sends it at the top: taken as text.verbosity
     }
 )
 
@@ -363,5 +364,15 @@ def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponsePara
         stream=_bool(body, "stream", False),
         background=background,
         metadata=validation.metadata(body.get("metadata")),
-        params={k: body[k] for k in PASSTHROUGH if body.get(k) is not None},
+        params=_passthrough(body),
     )
+
+
+def _passthrough(body: dict[str, Any]) -> dict[str, Any]:
+    params = {k: body[k] for k in PASSTHROUGH if body.get(k) is not None}
+    verbosity = body.get("verbosity")
+    if verbosity is not None:
+        _enum(body, "verbosity", ("low", "medium", "high"))
+        text = params.get("text") or {}
+        params["text"] = {**text, "verbosity": text.get("verbosity", verbosity)}
+    return params

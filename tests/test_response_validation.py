@@ -230,12 +230,27 @@ def test_every_sdk_field_of_reasoning_is_known():
 def test_every_sdk_parameter_is_known():
     """A parameter the SDK gains (i.e. OpenAI added it) must be added to
     `api.response_params.KNOWN`, accepted or implemented, not refused."""
+    import inspect
+
+    from openai.resources.responses.responses import Responses
     from openai.types.responses import response_create_params
 
     from api.response_params import KNOWN
 
     sdk = set(response_create_params.ResponseCreateParamsStreaming.__annotations__)
     assert sdk <= KNOWN
+    # What the helpers send too (responses.parse sends `verbosity` at the top level).
+    client_side = {"self", "text_format", "parse_as", "event_handler", "response_id"}
+    client_side |= {"starting_after", "extra_headers", "extra_query", "extra_body", "timeout"}
+    for helper in (Responses.create, Responses.parse, Responses.stream):
+        assert set(inspect.signature(helper).parameters) - client_side <= KNOWN, helper
+
+
+def test_a_top_level_verbosity_is_taken_as_the_texts(client: OpenAI, http: httpx.Client):
+    r = client.responses.parse(model="m", input="x", verbosity="low")
+    assert r.status == "completed" and r.text is not None and r.text.verbosity == "low"
+    body = error(http.post("/v1/responses", json={"model": "m", "input": "x", "verbosity": 3}), 400)
+    assert body["param"] == "verbosity"
 
 
 @pytest.mark.parametrize(
