@@ -313,13 +313,17 @@ def normalize_item(raw: Any, param: str, created_at: int) -> dict[str, Any]:
     return {"id": new_item_id(str(kind)), **body, "created_at": created_at}
 
 
-def orphan_output(items: list[dict[str, Any]]) -> str | None:
-    """The call_id of the first `function_call_output` in `items` (a context, oldest
-    first) with no `function_call` of that call_id anywhere in them, if any: OpenAI
-    refuses such a context, and a Chat Completions upstream refuses its tool message."""
-    calls = {i.get("call_id") for i in items if i.get("type") == "function_call"}
-    for item in items:
-        if item.get("type") == "function_call_output" and item.get("call_id") not in calls:
+def orphan_output(items: list[dict[str, Any]], first: int = 0) -> str | None:
+    """The call_id of the first `function_call_output` at or after index `first` of
+    `items` (a context, oldest first) with no `function_call` of that call_id before it,
+    if any: OpenAI refuses such a request, and a Chat Completions upstream its tool
+    message. Outputs before `first` (stored earlier) are not this request's to answer for."""
+    calls: set[Any] = set()
+    for n, item in enumerate(items):
+        kind = item.get("type")
+        if kind == "function_call":
+            calls.add(item.get("call_id"))
+        elif kind == "function_call_output" and n >= first and item.get("call_id") not in calls:
             return str(item.get("call_id"))
     return None
 

@@ -538,6 +538,16 @@ def test_an_output_whose_call_is_not_in_the_context_fails_without_asking_the_ups
         assert [i.type for i in items] == ["message"]
 
 
+def test_an_orphan_output_stored_earlier_does_not_fail_later_turns(client: OpenAI):
+    """items.create takes any item; an orphan output stored there is not the next
+    request's doing (refusing it would fail every later turn of the conversation)."""
+    t = token()
+    stray = {"type": "function_call_output", "call_id": f"call_{t}", "output": "x"}
+    conv = client.conversations.create(items=[stray])  # type: ignore[list-item]
+    r = client.responses.create(model=FAKE, conversation=conv.id, input=f"hi {t}")
+    assert r.status == "completed", r.error
+
+
 def test_an_output_whose_call_is_in_the_conversation_is_taken(client: OpenAI):
     t = token()
     call = {"type": "function_call", "call_id": f"call_{t}", "name": "f", "arguments": "{}"}

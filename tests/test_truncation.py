@@ -121,3 +121,17 @@ def _vllm(message: str) -> str:
 def test_how_an_upstream_refusal_is_read(status: int, body: str, code: str):
     error = _error(status, body, None)
     assert error.code == code and not error.retryable
+
+
+def test_drop_oldest_keeps_the_call_of_an_output_in_the_input():
+    """The input answers a call made earlier: cutting that call off would leave the
+    upstream a tool message without its call."""
+    u = [_message("user", f"u{i}") for i in range(3)]
+    a = [_message("assistant", f"a{i}") for i in range(3)]
+    answer = [_output("c")]
+    context = [u[0], a[0], u[1], _call("c"), a[1], u[2], a[2], *answer]
+    assert drop_oldest(context, 1) == [u[1], _call("c"), a[1], u[2], a[2], *answer]
+    # Its turn is the first: nothing can go.
+    assert drop_oldest([u[0], _call("c"), a[0], u[1], a[1], *answer], 1) is None
+    # After the cut anyway: the usual half.
+    assert drop_oldest([u[0], a[0], u[1], _call("c"), *answer], 1) == [u[1], _call("c"), *answer]

@@ -137,8 +137,10 @@ async def build_context(
     else:
         earlier = []
     context = earlier + request_input
-    # The API checks this only when the input is the whole context; here it is known.
-    call_id = orphan_output(context)
+    # The request's outputs need their calls before them. The API checks this only when
+    # the input is the whole context; here the context is known. An orphan stored
+    # earlier is not this request's doing, and refusing it would fail every later turn.
+    call_id = orphan_output(context, len(earlier))
     if call_id is not None:
         raise ContextError(orphan_message(call_id))
     return context
@@ -149,7 +151,8 @@ def drop_oldest(context: list[dict[str, Any]], protected: int) -> list[dict[str,
     `protected` ones (the request's own input, never dropped): `truncation: "auto"` after
     the upstream said the context does not fit. The cut moves on to where a user message
     starts, so a tool call's output never stays without its call, nor a reply without its
-    question. None when nothing is left to drop.
+    question, and back before the call of an output in the input. None when nothing is
+    left to drop.
 
     Halving needs no tokenizer of the upstream's model: n earlier items cost at most
     log2(n) + 1 refused calls, and what is kept is within a factor of two of what fits
@@ -160,7 +163,24 @@ def drop_oldest(context: list[dict[str, Any]], protected: int) -> list[dict[str,
     cut = (earlier + 1) // 2
     while cut < earlier and not _starts_a_turn(context[cut]):
         cut += 1
+    # Nor may the input's own outputs lose their calls: the cut stays before the first
+    # one's turn (or there is nothing left to drop).
+    answered = {i.get("call_id") for i in context[earlier:] if i.get("type") == OUTPUT}
+    needed = [n for n in range(cut) if _is_call(context[n]) and context[n]["call_id"] in answered]
+    if needed:
+        cut = needed[0]
+        while cut > 0 and not _starts_a_turn(context[cut]):
+            cut -= 1
+        if cut == 0:
+            return None
     return context[cut:]
+
+
+OUTPUT = "function_call_output"
+
+
+def _is_call(item: dict[str, Any]) -> bool:
+    return item.get("type") == "function_call" and "call_id" in item
 
 
 def _starts_a_turn(item: dict[str, Any]) -> bool:
