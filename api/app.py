@@ -87,6 +87,9 @@ def create_app(
         summary="Event-sourced, OpenAI-compatible conversation store on NATS JetStream",
         version="0.1.0",
         lifespan=lifespan,
+        # A body with no Content-Type is read as JSON, as the fast lane reads it (curl -d,
+        # requests' data=, httpx' content= send none): the same answer on every route.
+        strict_content_type=False,
         **_telemetry(telemetry),
     )
     errors.install(app)

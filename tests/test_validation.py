@@ -849,6 +849,23 @@ def test_a_json_body_sent_as_another_type_says_so_and_writes_nothing(
     assert http.get("/v1/events", params={"order": "desc", "limit": 1}).json()["last_id"] == before
 
 
+@pytest.mark.parametrize("query", ["", "?x=1"])  # ?x=1: not the fast lane's, FastAPI's
+@pytest.mark.parametrize("target", ["create", "update", "items.create", "responses"])
+def test_a_body_without_a_content_type_is_read_as_json_on_every_route(
+    http: httpx.Client, conv: str, target: str, query: str
+) -> None:
+    path, body = {
+        "create": ("/v1/conversations", {"metadata": {"a": "b"}}),
+        "update": (f"/v1/conversations/{conv}", {"metadata": {"a": "b"}}),
+        "items.create": (f"/v1/conversations/{conv}/items", {"items": msgs(1)}),
+        "responses": ("/v1/responses", {"model": "m", "input": "x"}),
+    }[target]
+    request = http.build_request("POST", path + query, content=json.dumps(body))
+    assert "content-type" not in request.headers
+    resp = http.send(request)
+    assert resp.status_code == 200, resp.text
+
+
 def test_a_json_media_type_with_parameters_is_json(http: httpx.Client, conv: str) -> None:
     resp = send(
         http,
