@@ -27,26 +27,41 @@ def reference_runs(first: int = 12) -> list[Path]:
     return sorted(runs, key=_run_number)
 
 
-def grid(results: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[bool, float]]]]:
-    """target name -> mode -> [(passed, measured)] in the order of `results`."""
-    out: dict[str, dict[str, list[tuple[bool, float]]]] = {}
-    for result in results:
+Verdict = tuple[bool | None, float | None]  # (passed, measured); None: not judged
+
+
+def grid(results: list[dict[str, Any]]) -> dict[str, dict[str, list[Verdict]]]:
+    """target name -> mode -> one (passed, measured) per result, in the order of
+    `results`; (None, None) where a result did not judge that target, so each column
+    stays one run."""
+    out: dict[str, dict[str, list[Verdict]]] = {}
+    for n, result in enumerate(results):
         for mode in MODES:
             for target in result.get("modes", {}).get(mode, {}).get("targets", []):
-                by_mode = out.setdefault(target["name"], {})
-                by_mode.setdefault(mode, []).append((target["passed"], target["measured"]))
+                column = out.setdefault(target["name"], {}).setdefault(mode, [])
+                column.extend([(None, None)] * (n - len(column)))
+                column.append((target.get("passed"), target.get("measured")))
+    for by_mode in out.values():
+        for column in by_mode.values():
+            column.extend([(None, None)] * (len(results) - len(column)))
     return out
 
 
-def render(names: list[str], table: dict[str, dict[str, list[tuple[bool, float]]]]) -> str:
+def _cell(passed: bool | None, value: float | None) -> str:
+    if passed is None or value is None:
+        return "-"
+    return f"{value:g}{'' if passed else '*'}"
+
+
+def render(names: list[str], table: dict[str, dict[str, list[Verdict]]]) -> str:
     lines = [f"runs: {', '.join(names)}"]
     for target, by_mode in table.items():
         lines.append(target)
         for mode, verdicts in by_mode.items():
-            passed = sum(ok for ok, _ in verdicts)
-            values = " ".join(f"{value:g}{'' if ok else '*'}" for ok, value in verdicts)
-            lines.append(f"  {mode:<8} passed {passed} of {len(verdicts)}: {values}")
-    lines.append("(* = failed)")
+            judged = [ok for ok, _ in verdicts if ok is not None]
+            values = " ".join(_cell(ok, value) for ok, value in verdicts)
+            lines.append(f"  {mode:<8} passed {sum(judged)} of {len(judged)}: {values}")
+    lines.append("(* = failed, - = not judged)")
     return "\n".join(lines)
 
 

@@ -29,6 +29,15 @@ def test_each_target_lists_its_verdicts_per_mode_in_run_order() -> None:
     assert "  always   passed 1 of 2: 0.6 0.4*" in text
 
 
+def test_a_run_that_did_not_judge_a_target_keeps_the_columns_aligned() -> None:
+    unjudged = {"modes": {"always": {"targets": [{"name": "append", "passed": None}]}}}
+    table = verdicts.grid([unjudged, {"modes": {}}, run((True, 1.9), (False, 0.4))])
+    assert table["append"]["always"] == [(None, None), (None, None), (True, 1.9)]
+    assert table["rebuild"]["always"] == [(None, None), (None, None), (False, 0.4)]
+    text = verdicts.render(["a", "b", "c"], table)
+    assert "  always   passed 1 of 1: - - 1.9" in text
+
+
 def test_the_kept_runs_are_read_in_numeric_order() -> None:
     """run 9 before run 10 and 19, which a sort by name would not give."""
     names = [p.name for p in verdicts.reference_runs(first=9)]
