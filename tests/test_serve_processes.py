@@ -50,16 +50,20 @@ def start_serve(
         {"CONVSTORE_LOG_LEVEL": "info", **(env or {})},
         own_group,
     ).start()
-    deadline = time.monotonic() + 30
-    while not (
-        found := re.search(r"API on http://127\.0\.0\.1:(\d+) in (\d+) processes", _text(log))
-    ):
-        assert service.process is not None and service.process.poll() is None, _text(log)[-3000:]
-        assert time.monotonic() < deadline, _text(log)[-3000:]
-        time.sleep(0.05)
-    assert int(found.group(2)) == processes
-    port = int(found.group(1))
-    service.wait_http(f"http://127.0.0.1:{port}", "/readyz")
+    try:  # a serve that never came up is stopped here, not left running
+        deadline = time.monotonic() + 30
+        pattern = r"API on http://127\.0\.0\.1:(\d+) in (\d+) processes"
+        while not (found := re.search(pattern, _text(log))):
+            alive = service.process is not None and service.process.poll() is None
+            assert alive, _text(log)[-3000:]
+            assert time.monotonic() < deadline, _text(log)[-3000:]
+            time.sleep(0.05)
+        assert int(found.group(2)) == processes
+        port = int(found.group(1))
+        service.wait_http(f"http://127.0.0.1:{port}", "/readyz")
+    except BaseException:
+        service.stop()
+        raise
     return service, port
 
 
