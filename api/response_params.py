@@ -61,15 +61,10 @@ class ResponseParams:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}.get(
-        type(value), "object" if isinstance(value, dict) else type(value).__name__
-    )
-
-
 def _wrong_type(param: str, expected: str, value: Any) -> Exception:
     return invalid(
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
+        f"Invalid type for '{param}': expected {expected}, "
+        f"but got {validation.type_name(value)} instead.",
         param,
         "invalid_type",
     )

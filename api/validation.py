@@ -36,6 +36,23 @@ def known(body: dict[str, Any], allowed: frozenset[str]) -> None:
             raise invalid(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
 
 
+def type_name(value: Any) -> str:
+    """A JSON value's type as OpenAI's messages name it."""
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}.get(
+        type(value), "object" if isinstance(value, dict) else type(value).__name__
+    )
+
+
+def optional_string(body: dict[str, Any], key: str) -> None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise invalid(
+            f"Invalid type for '{key}': expected a string, but got {type_name(value)} instead.",
+            key,
+            "invalid_type",
+        )
+
+
 def encodable(value: Any, param: str = "", max_chars: int | None = None) -> None:
     """Reject strings JSON can carry but UTF-8 cannot (lone surrogates such as \\ud800),
     strings longer than `max_chars`, and nesting deeper than MAX_DEPTH. Iterative, so no

@@ -284,15 +284,23 @@ def test_every_sdk_parameter_of_the_conversation_bodies_is_known() -> None:
 
     from api.routes import conversations, items
 
-    assert set(conversation_create_params.ConversationCreateParams.__annotations__) == (
+    assert set(conversation_create_params.ConversationCreateParams.__annotations__) <= (
         conversations.CREATE_PARAMS
     )
-    assert set(conversation_update_params.ConversationUpdateParams.__annotations__) == (
+    assert set(conversation_update_params.ConversationUpdateParams.__annotations__) <= (
         conversations.UPDATE_PARAMS
     )
-    assert set(item_create_params.ItemCreateParams.__annotations__) - {"include"} == (
+    assert set(item_create_params.ItemCreateParams.__annotations__) - {"include"} <= (
         items.CREATE_PARAMS
     )
+
+
+def test_a_safety_identifier_is_taken_and_checked(client: OpenAI, http: httpx.Client) -> None:
+    """openai 3.60 sends it on conversations.create; the store does not act on it."""
+    conv = client.conversations.create(metadata={"a": "b"}, safety_identifier="user-123")
+    assert client.conversations.retrieve(conv.id).metadata == {"a": "b"}
+    resp = send(http, "POST", "/v1/conversations", json={"safety_identifier": 5})
+    assert_error(resp, 400, param="safety_identifier", code="invalid_type")
 
 
 # --- items: counts and types ---

@@ -28,7 +28,7 @@ from projections.views import ConversationView
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 JSONBody = Annotated[dict[str, Any] | None, Body()]
-CREATE_PARAMS = frozenset({"items", "metadata"})
+CREATE_PARAMS = frozenset({"items", "metadata", "safety_identifier"})
 UPDATE_PARAMS = frozenset({"metadata"})
 
 
@@ -76,6 +76,7 @@ async def create_conversation(
     body = body or {}
     validation.known(body, CREATE_PARAMS)
     validation.encodable(body, max_chars=svc.limits.max_text_chars)
+    validation.optional_string(body, "safety_identifier")  # accepted, not acted on
     created_at = int(time.time())
     metadata = validation.metadata(body.get("metadata"))
     items = validation.items(body.get("items"), created_at, required=False)
