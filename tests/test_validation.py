@@ -834,18 +834,26 @@ def test_malformed_body_is_4xx_never_5xx(
         assert item_ids(http, conv) == []
 
 
-@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded"])
-@pytest.mark.parametrize("target", ["create", "update", "items.create", "responses"])
-def test_a_json_body_sent_as_another_type_says_so_and_writes_nothing(
-    client: OpenAI, http: httpx.Client, conv: str, kind: str, target: str
-) -> None:
-    """Not "expected a JSON object" about a body that is one: the type is what is wrong."""
-    path, body = {
+WRITES = ["create", "update", "items.create", "responses"]
+
+
+def json_write(target: str, conv: str) -> tuple[str, dict[str, Any]]:
+    """A valid body for each JSON write, and where it goes."""
+    return {
         "create": ("/v1/conversations", {"metadata": {"a": "b"}}),
         "update": (f"/v1/conversations/{conv}", {"metadata": {"a": "b"}}),
         "items.create": (f"/v1/conversations/{conv}/items", {"items": msgs(1)}),
         "responses": ("/v1/responses", {"model": "m", "input": "x"}),
     }[target]
+
+
+@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize("target", WRITES)
+def test_a_json_body_sent_as_another_type_says_so_and_writes_nothing(
+    client: OpenAI, http: httpx.Client, conv: str, kind: str, target: str
+) -> None:
+    """Not "expected a JSON object" about a body that is one: the type is what is wrong."""
+    path, body = json_write(target, conv)
     before = http.get("/v1/events", params={"order": "desc", "limit": 1}).json()["last_id"]
     resp = send(http, "POST", path, content=json.dumps(body), headers={"content-type": kind})
     assert_error(
@@ -858,16 +866,11 @@ def test_a_json_body_sent_as_another_type_says_so_and_writes_nothing(
 
 
 @pytest.mark.parametrize("query", ["", "?x=1"])  # ?x=1: not the fast lane's, FastAPI's
-@pytest.mark.parametrize("target", ["create", "update", "items.create", "responses"])
+@pytest.mark.parametrize("target", WRITES)
 def test_a_body_without_a_content_type_is_read_as_json_on_every_route(
     http: httpx.Client, conv: str, target: str, query: str
 ) -> None:
-    path, body = {
-        "create": ("/v1/conversations", {"metadata": {"a": "b"}}),
-        "update": (f"/v1/conversations/{conv}", {"metadata": {"a": "b"}}),
-        "items.create": (f"/v1/conversations/{conv}/items", {"items": msgs(1)}),
-        "responses": ("/v1/responses", {"model": "m", "input": "x"}),
-    }[target]
+    path, body = json_write(target, conv)
     request = http.build_request("POST", path + query, content=json.dumps(body))
     assert "content-type" not in request.headers
     resp = http.send(request)
