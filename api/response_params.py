@@ -61,26 +61,13 @@ class ResponseParams:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _wrong_type(param: str, expected: str, value: Any) -> Exception:
-    return invalid(
-        f"Invalid type for '{param}': expected {expected}, "
-        f"but got {validation.type_name(value)} instead.",
-        param,
-        "invalid_type",
-    )
+_wrong_type = validation.wrong_type
 
 
 def _string(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise invalid(
-                f"Missing required parameter: '{key}'.", key, "missing_required_parameter"
-            )
-        return None
-    if not isinstance(value, str):
-        raise _wrong_type(key, "a string", value)
-    return value
+    if required and body.get(key) is None:
+        raise invalid(f"Missing required parameter: '{key}'.", key, "missing_required_parameter")
+    return validation.optional_string(body, key)
 
 
 def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
@@ -261,11 +248,7 @@ def _reasoning(value: Any) -> None:
         return
     if not isinstance(value, dict):
         raise _wrong_type("reasoning", "an object", value)
-    for key in value:
-        if key not in REASONING_FIELDS:
-            raise invalid(
-                f"Unknown parameter: 'reasoning.{key}'.", f"reasoning.{key}", "unknown_parameter"
-            )
+    validation.known(value, REASONING_FIELDS, "reasoning")
     for key in ("effort", "mode"):
         if value.get(key) is not None and not isinstance(value[key], str):
             raise _wrong_type(f"reasoning.{key}", "a string", value[key])
@@ -341,6 +324,7 @@ def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponsePara
     _tools_for_choice(body)
     _bool(body, "parallel_tool_calls", True)
     _enum(body, "truncation", ("auto", "disabled"))
+    _enum(body, "verbosity", ("low", "medium", "high"))
     _text(body.get("text"))
     _include(body.get("include"))
     _reasoning(body.get("reasoning"))
@@ -367,7 +351,6 @@ def _passthrough(body: dict[str, Any]) -> dict[str, Any]:
     params = {k: body[k] for k in PASSTHROUGH if body.get(k) is not None}
     verbosity = body.get("verbosity")
     if verbosity is not None:
-        _enum(body, "verbosity", ("low", "medium", "high"))
         text = params.get("text") or {}
         params["text"] = {**text, "verbosity": text.get("verbosity", verbosity)}
     return params

@@ -28,12 +28,13 @@ INCLUDABLE = frozenset(
 MAX_DEPTH = 64  # nesting of arrays and objects in a body
 
 
-def known(body: dict[str, Any], allowed: frozenset[str]) -> None:
+def known(body: dict[str, Any], allowed: frozenset[str], within: str = "") -> None:
     """OpenAI refuses a body parameter it does not know, so a misspelt one is a 400 rather
-    than a setting silently dropped."""
+    than a setting silently dropped. `within`: the parameter `body` is, for nested ones."""
     for key in body:
         if key not in allowed:
-            raise invalid(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
+            name = f"{within}.{key}" if within else key
+            raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
 
 
 def type_name(value: Any) -> str:
@@ -43,14 +44,19 @@ def type_name(value: Any) -> str:
     )
 
 
-def optional_string(body: dict[str, Any], key: str) -> None:
+def wrong_type(param: str, expected: str, value: Any) -> Exception:
+    return invalid(
+        f"Invalid type for '{param}': expected {expected}, but got {type_name(value)} instead.",
+        param,
+        "invalid_type",
+    )
+
+
+def optional_string(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
-        raise invalid(
-            f"Invalid type for '{key}': expected a string, but got {type_name(value)} instead.",
-            key,
-            "invalid_type",
-        )
+        raise wrong_type(key, "a string", value)
+    return value
 
 
 def encodable(value: Any, param: str = "", max_chars: int | None = None) -> None:
