@@ -12,6 +12,7 @@ from typing import Any
 
 from api import validation
 from api.errors import invalid
+from events.ids import new_response_id
 from events.items import normalize_item, orphan_message, orphan_output, quote_list
 
 # Settings kept as sent in the request event and echoed in the Response object.
@@ -50,7 +51,8 @@ KNOWN = frozenset(
 @dataclass
 class ResponseParams:
     model: str
-    input: list[dict[str, Any]]
+    input: list[dict[str, Any]]  # item references still unresolved (api/item_references.py)
+    response_id: str
     instructions: str | None = None
     conversation_id: str | None = None
     previous_response_id: str | None = None
@@ -116,14 +118,14 @@ def _integer(body: dict[str, Any], key: str, low: int) -> None:
         )
 
 
-def _input(value: Any, created_at: int) -> list[dict[str, Any]]:
+def _input(value: Any, created_at: int, thread: str) -> list[dict[str, Any]]:
     if value is None:
         raise invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     if isinstance(value, str):
         value = [{"type": "message", "role": "user", "content": value}]
     elif not isinstance(value, list):
         raise _wrong_type("input", "a string or an array", value)
-    return [normalize_item(raw, f"input[{i}]", created_at) for i, raw in enumerate(value)]
+    return [normalize_item(raw, f"input[{i}]", created_at, thread) for i, raw in enumerate(value)]
 
 
 def _conversation(value: Any) -> str | None:
@@ -267,12 +269,14 @@ def _include(value: Any) -> None:
     validation.include(value)
 
 
-def _outputs_have_calls(items: list[dict[str, Any]]) -> None:
-    """With no conversation and no previous response, the input is the whole context: a
-    function call's output must come with the call (OpenAI's 400; a Chat Completions
-    upstream would refuse the orphan tool message only once a worker sent it). With
-    them, the worker checks the whole context (workers/context.py)."""
-    call_id = orphan_output(items)
+def check_context(p: "ResponseParams") -> None:
+    """With no conversation and no previous response, the input (its references resolved)
+    is the whole context: a function call's output must come with the call (OpenAI's
+    400; a Chat Completions upstream would refuse the orphan tool message only once a
+    worker sent it). With them, the worker checks the whole context (workers/context.py)."""
+    if p.conversation_id is not None or p.previous_response_id is not None:
+        return
+    call_id = orphan_output(p.input)
     if call_id is not None:
         raise invalid(orphan_message(call_id), "input", None)
 
@@ -330,12 +334,12 @@ def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponsePara
     _reasoning(body.get("reasoning"))
     for key in ("user", "prompt_cache_key", "safety_identifier"):
         _string(body, key)
-    items = _input(body.get("input"), created_at)
-    if conversation_id is None and previous is None:
-        _outputs_have_calls(items)
+    response_id = new_response_id(conversation_id)
+    items = _input(body.get("input"), created_at, conversation_id or response_id)
     return ResponseParams(
         model=model,
         input=items,
+        response_id=response_id,
         instructions=_string(body, "instructions"),
         conversation_id=conversation_id,
         previous_response_id=previous,

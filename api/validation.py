@@ -154,8 +154,8 @@ def metadata(value: Any, param: str = "metadata") -> dict[str, str]:
     return dict(value)
 
 
-def items(value: Any, created_at: int, *, required: bool) -> list[dict[str, Any]]:
-    """Validate and normalise an `items` array (at most 20)."""
+def items(value: Any, created_at: int, thread: str, *, required: bool) -> list[dict[str, Any]]:
+    """Validate and normalise an `items` array (at most 20) to be added to `thread`."""
     if value is None:
         if required:
             raise invalid(
@@ -182,7 +182,7 @@ def items(value: Any, created_at: int, *, required: bool) -> list[dict[str, Any]
             "items",
             "array_above_max_length",
         )
-    return [normalize_item(raw, f"items[{i}]", created_at) for i, raw in enumerate(value)]
+    return [normalize_item(raw, f"items[{i}]", created_at, thread) for i, raw in enumerate(value)]
 
 
 def include(values: list[str] | None) -> list[str]:

@@ -1,6 +1,8 @@
 """Identifier generation.
 
-Ids are random (not time-ordered) so they leak nothing; order comes from the log.
+Ids are random (not time-ordered) so they leak nothing of when; order comes from the log.
+Response and item ids name their thread (a conversation, or a response of its own), so
+any replica finds one from its id alone in one lookup, with no index to keep.
 """
 
 import secrets
@@ -44,11 +46,30 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(24)}"
 
 
-def new_item_id(item_type: str) -> str:
-    return new_id(ITEM_ID_PREFIXES.get(item_type, "item"))
-
-
 _HEX = 48  # hex digits of a new_id
+# An item id's thread tag: the thread's own prefix cannot stand in it, as the id's
+# prefix is the item type's.
+_ITEM_THREADS = {"c": "conv_", "r": "resp_"}
+
+
+def new_item_id(item_type: str, thread: str) -> str:
+    """`<type prefix>_<tag><thread hex><16 random hex>`: `c` for a conversation's item,
+    `r` for one of a response without a conversation (`thread` is then its id)."""
+    prefix = ITEM_ID_PREFIXES.get(item_type, "item")
+    kind, _, hex_part = thread.partition("_")
+    return f"{prefix}_{kind[0]}{hex_part}{secrets.token_hex(8)}"
+
+
+def item_thread(item_id: str) -> str | None:
+    """The thread an item id names (see new_item_id); None for an id that names none,
+    such as an item's made before ids carried their thread."""
+    rest = item_id.partition("_")[2]
+    if len(rest) != 1 + _HEX + 16 or rest[0] not in _ITEM_THREADS:
+        return None
+    hex_part = rest[1 : 1 + _HEX]
+    if not all(c in "0123456789abcdef" for c in hex_part):
+        return None
+    return _ITEM_THREADS[rest[0]] + hex_part
 
 
 def new_response_id(conversation_id: str | None) -> str:

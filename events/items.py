@@ -278,10 +278,43 @@ _STRICT = {
 }
 
 
-def normalize_item(raw: Any, param: str, created_at: int) -> dict[str, Any]:
-    """Validate one input item and return its stored form, with a fresh id.
+REFERENCE = "item_reference"
 
-    A message without `type` is accepted (the SDK's EasyInputMessage shape).
+
+def is_reference(item: dict[str, Any]) -> bool:
+    """An `item_reference` as normalize_item returns it: the API resolves it to a copy
+    of the stored item before anything is appended, so the log never holds one."""
+    return item.get("type") == REFERENCE
+
+
+def has_reference(items: list[dict[str, Any]]) -> bool:
+    return any(is_reference(item) for item in items)
+
+
+def _reference(raw: dict[str, Any], param: str) -> dict[str, Any]:
+    for key in raw:
+        if key not in ("type", "id"):
+            raise ItemError(
+                f"Unknown parameter: '{param}.{key}'.", f"{param}.{key}", "unknown_parameter"
+            )
+    _require_str(raw, "id", param)
+    return {"type": REFERENCE, "id": raw["id"]}
+
+
+def copy_item(stored: dict[str, Any], created_at: int, thread: str) -> dict[str, Any]:
+    """A stored item added again (an item_reference resolved): the same content under
+    a new id of `thread`, as each item of a thread has an id of its own."""
+    body = {k: v for k, v in stored.items() if k not in ("id", "created_at")}
+    return {"id": new_item_id(str(stored.get("type")), thread), **body, "created_at": created_at}
+
+
+def normalize_item(raw: Any, param: str, created_at: int, thread: str) -> dict[str, Any]:
+    """Validate one input item and return its stored form, with a fresh id of `thread`
+    (the conversation, or the response without one, that the item is added to).
+
+    A message without `type` is accepted (the SDK's EasyInputMessage shape). An
+    `item_reference` comes back as `{"type": "item_reference", "id": ...}`: see
+    is_reference.
     """
     if not isinstance(raw, dict):
         raise ItemError(f"Invalid type for '{param}': expected an object.", param, "invalid_type")
@@ -299,18 +332,20 @@ def normalize_item(raw: Any, param: str, created_at: int) -> dict[str, Any]:
             f"{param}.type",
             "invalid_type",
         )
+    if kind == REFERENCE:
+        return _reference(raw, param)
     if kind in _STRICT:
         _known(raw, kind, param)
         body = _STRICT[kind](raw, param)
     elif kind in OTHER_TYPES:
         body = {k: v for k, v in raw.items() if k not in ("id", "created_at")}
     else:
-        supported = tuple(sorted(set(_STRICT) | OTHER_TYPES))
+        supported = tuple(sorted(set(_STRICT) | OTHER_TYPES | {REFERENCE}))
         raise ItemError(
             f"Invalid value: '{kind}'. Supported values are: {quote_list(supported)}.",
             f"{param}.type",
         )
-    return {"id": new_item_id(str(kind)), **body, "created_at": created_at}
+    return {"id": new_item_id(str(kind), thread), **body, "created_at": created_at}
 
 
 def orphan_output(items: list[dict[str, Any]], first: int = 0) -> str | None:

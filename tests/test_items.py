@@ -9,12 +9,14 @@ from events.ids import ITEM_ID_PREFIXES
 from events.items import MAX_TEXT_CHARS, OTHER_TYPES, ItemError, normalize_item
 
 NOW = 1_700_000_000
+CONV_HEX = "ab" * 24
+THREAD = f"conv_{CONV_HEX}"
 # Built once: 10 MiB + 1 characters.
 TOO_LONG = "x" * (MAX_TEXT_CHARS + 1)
 
 
 def norm(raw: Any, param: str = "items[0]") -> dict[str, Any]:
-    return normalize_item(raw, param, NOW)
+    return normalize_item(raw, param, NOW, THREAD)
 
 
 def rejected(raw: Any, param: str = "items[0]") -> ItemError:
@@ -25,7 +27,7 @@ def rejected(raw: Any, param: str = "items[0]") -> ItemError:
 
 
 def assert_id(item: dict[str, Any], prefix: str) -> None:
-    assert re.fullmatch(rf"{prefix}_[0-9a-f]{{48}}", item["id"]), item["id"]
+    assert re.fullmatch(rf"{prefix}_c{CONV_HEX}[0-9a-f]{{16}}", item["id"]), item["id"]
 
 
 # --- messages: string content ---
@@ -448,7 +450,9 @@ def test_ids_are_fresh_and_prefixed(raw: dict[str, Any], prefix: str) -> None:
 
 
 def test_created_at_comes_from_the_caller_not_the_client() -> None:
-    item = normalize_item({"role": "user", "content": "x", "created_at": 5}, "items[0]", 1234)
+    item = normalize_item(
+        {"role": "user", "content": "x", "created_at": 5}, "items[0]", 1234, THREAD
+    )
     assert item["created_at"] == 1234
 
 
@@ -501,3 +505,40 @@ def test_a_stored_item_sent_back_is_accepted() -> None:
     stored = norm({"role": "assistant", "content": "hi", "phase": "final_answer"})
     again = norm(stored)
     assert again["id"] != stored["id"] and again["content"] == stored["content"]
+
+
+def test_an_item_id_names_its_thread() -> None:
+    """A reference finds its item from the id alone: a conversation's or a stateless
+    response's items carry that thread; ids made before, or not ours, name none."""
+    from events.ids import item_thread, new_id, new_item_id
+
+    conv, resp = new_id("conv"), new_id("resp")
+    for thread in (conv, resp):
+        item_id = new_item_id("function_call", thread)
+        assert item_id.startswith("fc_") and item_thread(item_id) == thread
+    assert new_item_id("message", conv) != new_item_id("message", conv)
+    for other in (new_id("msg"), "msg_c" + "g" * 64, "msg_x" + "a" * 64, "msg", "", "rs_c"):
+        assert item_thread(other) is None, other
+
+
+def test_an_item_reference_is_kept_for_the_api_to_resolve() -> None:
+    from events.items import copy_item, is_reference
+
+    ref = norm({"type": "item_reference", "id": "msg_1"})
+    assert ref == {"type": "item_reference", "id": "msg_1"} and is_reference(ref)
+    assert (
+        rejected({"type": "item_reference"}).param,
+        rejected({"type": "item_reference"}).code,
+    ) == (
+        "items[0].id",
+        "missing_required_parameter",
+    )
+    assert rejected({"type": "item_reference", "id": 5}).code == "invalid_type"
+    extra = rejected({"type": "item_reference", "id": "msg_1", "role": "user"})
+    assert (extra.param, extra.code) == ("items[0].role", "unknown_parameter")
+    stored = norm({"role": "user", "content": "hi"})
+    copy = copy_item(stored, NOW + 5, f"resp_{'cd' * 24}")
+    assert copy["id"].startswith(f"msg_r{'cd' * 24}") and copy["created_at"] == NOW + 5
+    assert {k: v for k, v in copy.items() if k not in ("id", "created_at")} == {
+        k: v for k, v in stored.items() if k not in ("id", "created_at")
+    }

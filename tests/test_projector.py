@@ -57,7 +57,9 @@ async def append_at_head(store, conversation_id: str, events: list) -> int:
 
 
 def message(text: str) -> dict:
-    return normalize_item({"type": "message", "role": "user", "content": text}, "items[0]", 1)
+    return normalize_item(
+        {"type": "message", "role": "user", "content": text}, "items[0]", 1, "conv_x"
+    )
 
 
 async def write_history(store, seed: int = 7, conversations: int = 8) -> list[str]:

@@ -299,7 +299,11 @@ def test_function_tool_call_and_output(client: OpenAI, upstream_url: str):
     )
     assert follow.status == "completed"
     calls = httpx.get(upstream_url.removesuffix("/v1") + "/_requests").json()
-    (last,) = [c for c in calls if c["messages"][-1].get("tool_call_id") == "call_fake1"]
+    (last,) = [  # the fake upstream names every call call_fake1: this test's has its token
+        c
+        for c in calls
+        if c["messages"][-1].get("tool_call_id") == "call_fake1" and t in str(c["messages"])
+    ]
     assert last["messages"][-2]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert last["messages"][-1] == {
         "role": "tool",

@@ -353,7 +353,7 @@ class ModelWorker:
                 else:
                     await writer.emit("response.created", response=running)
                 await writer.emit("response.in_progress", response=running)
-            builder = OutputBuilder(writer)
+            builder = OutputBuilder(writer, request.conversation_id)
             call = asyncio.create_task(self._call_model(request, context, builder))
             kept = Speculation(context, next_seq, call, writer, builder)
         if kept is not None:

@@ -14,8 +14,9 @@ from workers.providers.base import Chunk, Finish, TextDelta, ToolCallDelta, Usag
 
 
 class OutputBuilder:
-    def __init__(self, writer: StreamWriter) -> None:
+    def __init__(self, writer: StreamWriter, thread: str) -> None:
         self.writer = writer
+        self.thread = thread  # the response's thread: its items' ids name it
         self.output: list[dict[str, Any]] = []
         self.usage: Usage | None = None
         self.finish: str | None = None
@@ -46,7 +47,7 @@ class OutputBuilder:
     async def _text_delta(self, text: str) -> None:
         if self._text is None:
             item = {
-                "id": new_item_id("message"),
+                "id": new_item_id("message", self.thread),
                 "type": "message",
                 "status": "in_progress",
                 "role": "assistant",
@@ -75,7 +76,7 @@ class OutputBuilder:
         call = self._calls.get(chunk.index)
         if call is None:
             item = {
-                "id": new_item_id("function_call"),
+                "id": new_item_id("function_call", self.thread),
                 "type": "function_call",
                 "status": "in_progress",
                 "call_id": chunk.call_id or f"call_{secrets.token_hex(12)}",

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 
-from api import validation
+from api import item_references, validation
 from api.auth import Caller, require_tenant
 from api.errors import invalid, not_found
 from api.keys import Principal
@@ -79,9 +79,10 @@ async def create_conversation(
     validation.optional_string(body, "safety_identifier")  # accepted, not acted on
     created_at = int(time.time())
     metadata = validation.metadata(body.get("metadata"))
-    items = validation.items(body.get("items"), created_at, required=False)
-    who = caller.actor(client_ip(request))
     conv_id = new_id("conv")
+    items = validation.items(body.get("items"), created_at, conv_id, required=False)
+    items = await item_references.resolve(svc, caller, items, conv_id, created_at, "items")
+    who = caller.actor(client_ip(request))
     created = ConversationCreated(
         conversation_id=conv_id,
         created_at=created_at,

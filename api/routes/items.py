@@ -8,10 +8,12 @@ from fastapi import APIRouter, Body, Query, Request
 from api import validation
 from api.auth import Caller
 from api.errors import invalid, not_found
+from api.item_references import resolve
 from api.routes.conversations import conversation_reader, list_object
 from api.services import Svc, client_ip, include_param
-from api.tenancy import check_owner
+from api.tenancy import check_owner, owned_live_head
 from events import commands
+from events.items import has_reference
 from events.schema import EventBase, ItemAdded, ItemDeleted
 from events.store import Head
 from projections.reader import CursorNotFound
@@ -33,7 +35,11 @@ async def create_items(
     body = body or {}
     validation.known(body, CREATE_PARAMS)
     validation.encodable(body, max_chars=svc.limits.max_text_chars)
-    items = validation.items(body.get("items"), int(time.time()), required=True)
+    created_at = int(time.time())
+    items = validation.items(body.get("items"), created_at, conversation_id, required=True)
+    if has_reference(items):  # the conversation's own 404 comes before its items'
+        await owned_live_head(svc.store, caller, conversation_id)
+        items = await resolve(svc, caller, items, conversation_id, created_at, "items")
     who = caller.actor(client_ip(request))
 
     async def decide(head: Head) -> list[EventBase]:

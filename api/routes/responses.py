@@ -15,59 +15,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api import validation
-from api.auth import Caller, require_tenant
-from api.errors import APIError, invalid, not_found
+from api import item_references, validation
+from api.auth import Caller
+from api.errors import APIError, invalid
 from api.keys import Principal
 from api.queue_timeout import fail_when_no_worker
-from api.response_params import ResponseParams, parse
+from api.response_params import ResponseParams, check_context, parse
+from api.response_reads import missing, read_response, thread_of
 from api.routes.conversations import list_object
 from api.services import Services, Svc, client_ip, include_param
 from api.tenancy import check_owner
 from events import codec, commands, response_stream
 from events.connection import cancel_for_sure
-from events.ids import new_response_id, response_thread
 from events.response_stream import Frame
 from events.schema import Actor, EventBase, ResponseCancelled, ResponseDeleted, ResponseRequested
 from events.store import EventStore, Head
-from events.subjects import is_safe_id
-from projections.reader import ViewReader
 from projections.responses import apply_response
 from projections.views import ResponseView
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
-# What a Response's thread may end with before nothing more can be read of it.
-GONE = frozenset({"ConversationPurged", "ResponseDeleted"})
-
-
-def _missing(response_id: str) -> APIError:
-    return not_found(f"Response with id '{response_id}' not found.")
-
-
-def _thread_of(response_id: str) -> str:
-    if not response_id.startswith("resp_") or not is_safe_id(response_id):
-        raise _missing(response_id)
-    return response_thread(response_id)
-
-
-async def _read(
-    svc: Services, caller: Principal, response_id: str
-) -> tuple[Head, ResponseView, ViewReader]:
-    """The response as of its thread's head (read-your-writes), or 404 (also when it is
-    another tenant's: the same answer as for an id that never existed)."""
-    thread = _thread_of(response_id)
-    head = await svc.store.head(thread)
-    if head is None or (head.event_type in GONE and thread == response_id):
-        raise _missing(response_id)
-    if head.event_type == "ConversationPurged":
-        raise _missing(response_id)
-    if head.tenant is not None:  # refuse before waiting for the views
-        require_tenant(caller, head.tenant, f"Response with id '{response_id}' not found.")
-    view, reader = await svc.reader.response_caught_up(response_id, head.seq)
-    if view is None or not view.store:
-        raise _missing(response_id)
-    require_tenant(caller, view.tenant, f"Response with id '{response_id}' not found.")
-    return head, view, reader
 
 
 def _response_head(response_id: str) -> Any:
@@ -76,9 +42,9 @@ def _response_head(response_id: str) -> Any:
     async def head_of(store: EventStore, thread: str) -> Head:
         head = await store.head(thread)
         if head is None or head.event_type == "ConversationPurged":
-            raise _missing(response_id)
+            raise missing(response_id)
         if thread == response_id and head.event_type == "ResponseDeleted":
-            raise _missing(response_id)
+            raise missing(response_id)
         return head
 
     return head_of
@@ -87,7 +53,7 @@ def _response_head(response_id: str) -> Any:
 async def _previous(svc: Services, caller: Principal, previous_id: str) -> None:
     """A previous response must exist and have finished with output to continue from."""
     try:
-        _, view, _ = await _read(svc, caller, previous_id)
+        _, view, _ = await read_response(svc, caller, previous_id)
     except APIError:
         raise invalid(
             f"Previous response with id '{previous_id}' not found.", "previous_response_id"
@@ -183,7 +149,11 @@ async def create_response(
 ) -> StreamingResponse | dict[str, Any]:
     created_at = int(time.time())
     p = parse(body or {}, created_at, svc.limits.max_text_chars)
-    response_id = new_response_id(p.conversation_id)
+    p.input = await item_references.resolve(
+        svc, caller, p.input, p.conversation_id or p.response_id, created_at, "input"
+    )
+    check_context(p)
+    response_id = p.response_id
     # Listening before the request exists: its first events cannot be missed.
     # The terminal event carries the thread's head after the outcome: the next turn through
     # this replica appends without reading it (commands.fresh_live_head).
@@ -211,7 +181,7 @@ async def create_response(
                         return dict(event["response"])
     finally:
         await frames.aclose()
-    _, view, _ = await _read(svc, caller, view.id)
+    _, view, _ = await read_response(svc, caller, view.id)
     return view.public()
 
 
@@ -241,7 +211,7 @@ async def retrieve_response(
     starting_after: int | None = Query(None, ge=0),
 ) -> StreamingResponse | dict[str, Any]:
     validation.include(include_param(request))
-    _, view, _ = await _read(svc, caller, response_id)
+    _, view, _ = await read_response(svc, caller, response_id)
     if stream:
         if view.terminal and await response_stream.last_event(svc.js, view.id) is None:
             # Its streaming events have expired: what is left to say is how it ended,
@@ -273,14 +243,14 @@ def _events(events: list[dict[str, Any]], starting_after: int | None) -> Streami
 async def delete_response(
     svc: Svc, caller: Caller, response_id: str, request: Request
 ) -> dict[str, Any]:
-    thread = _thread_of(response_id)
-    await _read(svc, caller, response_id)
+    thread = thread_of(response_id)
+    await read_response(svc, caller, response_id)
     who = caller.actor(client_ip(request))
 
     async def decide(head: Head) -> list[EventBase]:
         view = await svc.reader.response_at(response_id, head.seq)
         if view is None:
-            raise _missing(response_id)
+            raise missing(response_id)
         return [ResponseDeleted(conversation_id=thread, response_id=response_id, actor=who)]
 
     await commands.decide_and_append(svc.store, thread, decide, _response_head(response_id))
@@ -293,15 +263,15 @@ async def cancel_response(
 ) -> dict[str, Any]:
     """Cancel a background response. A queued one ends here; one in progress ends when its
     worker sees the event (its upstream call is stopped at once)."""
-    thread = _thread_of(response_id)
-    await _read(svc, caller, response_id)
+    thread = thread_of(response_id)
+    await read_response(svc, caller, response_id)
     who = caller.actor(client_ip(request))
     seen: list[ResponseView] = []
 
     async def decide(head: Head) -> list[EventBase]:
         view = await svc.reader.response_at(response_id, head.seq)
         if view is None or not view.store:
-            raise _missing(response_id)
+            raise missing(response_id)
         if not view.background:
             raise invalid("Cannot cancel a synchronous response.", None)
         seen[:] = [view]
@@ -327,7 +297,7 @@ async def _cancel(svc: Services, thread: str, response_id: str, decide: Any) -> 
     )
     view = await svc.reader.response_at(response_id, seq)
     if view is None:
-        raise _missing(response_id)
+        raise missing(response_id)
     return view
 
 
@@ -344,7 +314,7 @@ async def list_input_items(
     limit_, order_ = validation.page(limit, order)
     after = validation.cursor(after)
     validation.include(include_param(request))
-    _, view, reader = await _read(svc, caller, response_id)
+    _, view, reader = await read_response(svc, caller, response_id)
     items = await reader.response_input(view.id)
     if order_ == "desc":
         items.reverse()
