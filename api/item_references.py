@@ -8,6 +8,8 @@ The copy gets an id of the thread it is added to: a thread's ids stay its own, a
 log holds the item itself, so a replay never depends on another thread's history.
 """
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from api.errors import APIError
@@ -30,28 +32,33 @@ def not_stored(item_id: str, param: str) -> APIError:
     )
 
 
-async def _find(
-    svc: Services, caller: Principal, item_id: str, thread: str
-) -> dict[str, Any] | None:
-    """The stored item, or None when it is not there for this caller. An id that names no
-    thread (one made before ids did) is looked up in `thread` when it is a conversation."""
-    where = item_thread(item_id) or (thread if thread.startswith("conv_") else None)
-    if where is None:
-        return None
-    try:
-        if where.startswith("conv_"):
-            head = await owned_live_head(svc.store, caller, where)
-            conv, reader = await svc.reader.caught_up(where, head)
-            if conv is None or conv.deleted:
-                return None
-            return await reader.item(where, item_id)
-        _, view, reader = await read_response(svc, caller, where)
-    except (APIError, ConversationNotFound):  # gone, or another tenant's: not found
-        return None
-    for item in [*await reader.response_input(view.id), *view.output]:
-        if item.get("id") == item_id:
-            return item
+Lookup = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+async def _nothing(item_id: str) -> None:
     return None
+
+
+async def _open(svc: Services, caller: Principal, thread: str) -> Lookup:
+    """A lookup of item ids in one thread as of now (read-your-writes), or one that finds
+    nothing when the thread is gone, not stored, or another tenant's."""
+    try:
+        if thread.startswith("conv_"):
+            head = await owned_live_head(svc.store, caller, thread)
+            conv, reader = await svc.reader.caught_up(thread, head)
+            if conv is None or conv.deleted:
+                return _nothing
+            return partial(reader.item, thread)
+        _, view, reader = await read_response(svc, caller, thread)
+    except (APIError, ConversationNotFound):
+        return _nothing
+    items = {item.get("id"): item for item in await reader.response_input(view.id)}
+    items.update((item.get("id"), item) for item in view.output)
+
+    async def lookup(item_id: str) -> dict[str, Any] | None:
+        return items.get(item_id)
+
+    return lookup
 
 
 async def resolve(
@@ -66,10 +73,16 @@ async def resolve(
     of the first that names no stored item. Nothing is appended before this returns."""
     if not has_reference(items):
         return items
+    opened: dict[str, Lookup] = {}  # each thread read once, however many references
     out = []
     for n, item in enumerate(items):
         if is_reference(item):
-            stored = await _find(svc, caller, item["id"], thread)
+            # An id that names no thread (made before ids did) is looked for in `thread`
+            # when that is a conversation.
+            where = item_thread(item["id"]) or (thread if thread.startswith("conv_") else None)
+            if where is not None and where not in opened:
+                opened[where] = await _open(svc, caller, where)
+            stored = await opened[where](item["id"]) if where is not None else None
             if stored is None:
                 raise not_stored(item["id"], f"{param}[{n}]")
             item = copy_item(stored, created_at, thread)

@@ -240,6 +240,7 @@ def _text(value: Any) -> None:
 # The SDK's `Reasoning` fields (tests/test_response_validation.py checks them against it).
 REASONING_FIELDS = frozenset({"effort", "summary", "generate_summary", "context", "mode"})
 SUMMARIES = ("auto", "concise", "detailed")
+REASONING_CONTEXTS = ("auto", "current_turn", "all_turns")  # which reasoning items recur
 
 
 def _reasoning(value: Any) -> None:
@@ -256,6 +257,7 @@ def _reasoning(value: Any) -> None:
             raise _wrong_type(f"reasoning.{key}", "a string", value[key])
     for key in ("summary", "generate_summary"):
         _enum(value, key, SUMMARIES, f"reasoning.{key}")
+    _enum(value, "context", REASONING_CONTEXTS, "reasoning.context")
 
 
 def _include(value: Any) -> None:

@@ -313,12 +313,16 @@ def normalize_item(raw: Any, param: str, created_at: int, thread: str) -> dict[s
     (the conversation, or the response without one, that the item is added to).
 
     A message without `type` is accepted (the SDK's EasyInputMessage shape). An
-    `item_reference` comes back as `{"type": "item_reference", "id": ...}`: see
-    is_reference.
+    `item_reference` (also one with no `type`, only an `id`, as the SDK allows) comes back
+    as `{"type": "item_reference", "id": ...}`: see is_reference.
     """
     if not isinstance(raw, dict):
         raise ItemError(f"Invalid type for '{param}': expected an object.", param, "invalid_type")
-    kind = raw.get("type", "message" if "role" in raw else None)
+    kind = raw.get("type")
+    if "type" not in raw and "role" in raw:
+        kind = "message"  # the SDK's EasyInputMessage
+    elif kind is None and "role" not in raw and "id" in raw:
+        kind = REFERENCE  # the SDK's ItemReference: its `type` is optional, null included
     if kind is None:
         raise ItemError(
             f"Missing required parameter: '{param}.type'.",

@@ -73,7 +73,8 @@ def test_a_conversation_item_referenced_by_a_stateless_response(
     conv = client.conversations.create(items=[{"role": "user", "content": f"I am Ada {t}."}])
     (item,) = client.conversations.items.list(conv.id).data
     assert item_thread(item.id) == conv.id
-    r = client.responses.create(model=FAKE, input=[ref(item.id), user(f"Who am I? {t}")])
+    typeless: Any = {"id": item.id}  # the SDK's ItemReference: its `type` is optional
+    r = client.responses.create(model=FAKE, input=[typeless, user(f"Who am I? {t}")])
     assert r.status == "completed", r.error
     assert r.output_text == f"fake: Who am I? {t} [2 messages]"
     assert [(m["role"], m["content"]) for m in chat_messages(upstream_url, f"Who am I? {t}")] == [

@@ -542,3 +542,13 @@ def test_an_item_reference_is_kept_for_the_api_to_resolve() -> None:
     assert {k: v for k, v in copy.items() if k not in ("id", "created_at")} == {
         k: v for k, v in stored.items() if k not in ("id", "created_at")
     }
+
+
+def test_an_item_reference_may_leave_out_its_type() -> None:
+    """The SDK's ItemReference has an optional `type`: an `id` alone is a reference."""
+    from openai.types.responses.response_input_item_param import ItemReference
+
+    assert set(ItemReference.__annotations__) == {"id", "type"}
+    for raw in ({"id": "msg_1"}, {"id": "msg_1", "type": None}):
+        assert norm(raw) == {"type": "item_reference", "id": "msg_1"}
+    assert rejected({"status": "completed"}).param == "items[0].type"

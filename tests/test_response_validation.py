@@ -74,6 +74,11 @@ def error(r: httpx.Response, status: int) -> dict[str, Any]:
             "invalid_value",
         ),
         (
+            {"model": "m", "input": "x", "reasoning": {"context": "every_turn"}},
+            "reasoning.context",
+            "invalid_value",
+        ),
+        (
             {"model": "m", "input": "x", "reasoning": {"efort": "high"}},
             "reasoning.efort",
             "unknown_parameter",
@@ -146,6 +151,7 @@ def test_valid_formats_includes_and_forced_tools_are_taken(client: OpenAI):
         {"include": ["message.output_text.logprobs"]},
         # effort is passed on as sent: a value newer than this server's SDK is not refused
         {"reasoning": {"effort": "max", "summary": "auto", "generate_summary": None}},
+        {"reasoning": {"context": "all_turns", "mode": "pro"}},
         {"tools": tools, "tool_choice": {"type": "function", "name": "f"}},
         {"tools": tools, "tool_choice": "required"},
         {  # a stateless tool loop: the call and its output both in the input
