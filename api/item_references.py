@@ -8,6 +8,7 @@ The copy gets an id of the thread it is added to: a thread's ids stay its own, a
 log holds the item itself, so a replay never depends on another thread's history.
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -20,6 +21,7 @@ from api.tenancy import owned_live_head
 from events.commands import ConversationNotFound
 from events.ids import item_thread
 from events.items import copy_item, has_reference, is_reference
+from events.subjects import is_safe_id
 
 
 def not_stored(item_id: str, param: str) -> APIError:
@@ -61,6 +63,15 @@ async def _open(svc: Services, caller: Principal, thread: str) -> Lookup:
     return lookup
 
 
+def _where(item_id: str, thread: str) -> str | None:
+    """The thread to look for `item_id` in: the one it names; for an id made before ids
+    named their thread, `thread` when that is a conversation; None for an id that cannot
+    be a stored item's (a key wildcard such as `*` would match another)."""
+    if not is_safe_id(item_id):
+        return None
+    return item_thread(item_id) or (thread if thread.startswith("conv_") else None)
+
+
 async def resolve(
     svc: Services,
     caller: Principal,
@@ -70,21 +81,23 @@ async def resolve(
     param: str,
 ) -> list[dict[str, Any]]:
     """`items` with each reference replaced by a copy of its item for `thread`, or the 404
-    of the first that names no stored item. Nothing is appended before this returns."""
+    of the first that names no stored item. Nothing is appended before this returns.
+    Each thread named is read once, all of them at the same time."""
     if not has_reference(items):
         return items
-    opened: dict[str, Lookup] = {}  # each thread read once, however many references
-    out = []
-    for n, item in enumerate(items):
-        if is_reference(item):
-            # An id that names no thread (made before ids did) is looked for in `thread`
-            # when that is a conversation.
-            where = item_thread(item["id"]) or (thread if thread.startswith("conv_") else None)
-            if where is not None and where not in opened:
-                opened[where] = await _open(svc, caller, where)
-            stored = await opened[where](item["id"]) if where is not None else None
-            if stored is None:
-                raise not_stored(item["id"], f"{param}[{n}]")
-            item = copy_item(stored, created_at, thread)
-        out.append(item)
+    wanted = {n: _where(i["id"], thread) for n, i in enumerate(items) if is_reference(i)}
+    threads = sorted({where for where in wanted.values() if where is not None})
+    opened = await asyncio.gather(*(_open(svc, caller, where) for where in threads))
+    lookups = dict(zip(threads, opened, strict=True))
+    found = await asyncio.gather(
+        *(
+            lookups[where](items[n]["id"]) if where is not None else _nothing(items[n]["id"])
+            for n, where in wanted.items()
+        )
+    )
+    out = list(items)
+    for n, stored in zip(wanted, found, strict=True):
+        if stored is None:
+            raise not_stored(items[n]["id"], f"{param}[{n}]")
+        out[n] = copy_item(stored, created_at, thread)
     return out

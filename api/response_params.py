@@ -125,7 +125,9 @@ def _input(value: Any, created_at: int, thread: str) -> list[dict[str, Any]]:
         value = [{"type": "message", "role": "user", "content": value}]
     elif not isinstance(value, list):
         raise _wrong_type("input", "a string or an array", value)
-    return [normalize_item(raw, f"input[{i}]", created_at, thread) for i, raw in enumerate(value)]
+    items = [normalize_item(raw, f"input[{i}]", created_at, thread) for i, raw in enumerate(value)]
+    validation.no_duplicate(value, "input")
+    return items
 
 
 def _conversation(value: Any) -> str | None:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from api.errors import invalid, not_found
-from events.items import normalize_item
+from events.items import duplicate_id, duplicate_message, normalize_item
 from events.subjects import is_safe_id
 
 MAX_ITEMS = 20
@@ -182,7 +182,16 @@ def items(value: Any, created_at: int, thread: str, *, required: bool) -> list[d
             "items",
             "array_above_max_length",
         )
-    return [normalize_item(raw, f"items[{i}]", created_at, thread) for i, raw in enumerate(value)]
+    items = [normalize_item(raw, f"items[{i}]", created_at, thread) for i, raw in enumerate(value)]
+    no_duplicate(value, "items")
+    return items
+
+
+def no_duplicate(raws: list[Any], param: str) -> None:
+    """OpenAI's 400 for two input items (references included) with one id."""
+    item_id = duplicate_id(raws)
+    if item_id is not None:
+        raise invalid(duplicate_message(item_id), param, None)
 
 
 def include(values: list[str] | None) -> list[str]:

@@ -287,6 +287,26 @@ def is_reference(item: dict[str, Any]) -> bool:
     return item.get("type") == REFERENCE
 
 
+def duplicate_id(raws: list[Any]) -> str | None:
+    """The first id that two input items share (references included), if any: OpenAI
+    refuses such an input rather than pick one."""
+    seen: set[Any] = set()
+    for raw in raws:
+        item_id = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(item_id, str):
+            if item_id in seen:
+                return item_id
+            seen.add(item_id)
+    return None
+
+
+def duplicate_message(item_id: str) -> str:
+    return (
+        f"Duplicate item found with id {item_id}. Remove duplicate items from your input "
+        "and try again."
+    )
+
+
 def has_reference(items: list[dict[str, Any]]) -> bool:
     return any(is_reference(item) for item in items)
 

@@ -21,6 +21,7 @@ from events.history import History
 from events.ids import response_thread
 from events.schema import decode, decode_lenient
 from events.store import Head
+from events.subjects import is_safe_id
 from projections.fold import Folder
 from projections.overlay import OverlayViews
 from projections.store import ViewStore
@@ -286,6 +287,8 @@ class ViewReader:
             delay = min(delay * 2, 0.02)
 
     async def item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None:
+        if not is_safe_id(item_id):  # a key wildcard (`*`, `>`) would match another item
+            return None
         ref = await self.views.get(ref_key(conversation_id, item_id))
         if ref is None or ref.get("deleted"):
             return None

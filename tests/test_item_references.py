@@ -6,6 +6,7 @@ item that is not stored, gone, or another tenant's is OpenAI's 404, and writes n
 import asyncio
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from api.item_references import not_stored
 from events.connection import connect
 from events.ids import item_thread, new_id
 from events.schema import ItemAdded
@@ -169,11 +171,59 @@ def test_a_reference_to_no_stored_item_is_a_404_that_writes_nothing(
         client.responses.create(model=FAKE, input=[ref(deleted.id)])
 
 
-def test_items_create_on_a_missing_conversation_says_so_first(http: httpx.Client) -> None:
+def test_a_key_wildcard_is_no_item_id(client: OpenAI, http: httpx.Client) -> None:
+    """`*` and `>` as ids would match the conversation's last item in its views."""
+    conv = client.conversations.create(items=[user("the last item")])
+    for item_id in ("*", ">", "msg_*"):
+        for path, body, param in (
+            (
+                "/v1/responses",
+                {"model": FAKE, "conversation": conv.id, "input": [ref(item_id)]},
+                "input[0]",
+            ),
+            (f"/v1/conversations/{conv.id}/items", {"items": [ref(item_id)]}, "items[0]"),
+        ):
+            refused(http, path, body, item_id, param)
+
+
+def test_the_conversation_or_previous_response_is_checked_before_references(
+    http: httpx.Client,
+) -> None:
+    """Their own errors come first, as without references."""
     missing = new_id("conv")
     r = http.post(f"/v1/conversations/{missing}/items", json={"items": [ref("msg_nope")]})
     assert r.status_code == 404
     assert r.json()["error"]["message"] == f"Conversation with id '{missing}' not found."
+    body = {"model": FAKE, "conversation": missing, "input": [ref("msg_nope")]}
+    r = http.post("/v1/responses", json=body)
+    assert r.status_code == 404
+    assert r.json()["error"]["message"] == f"Conversation with id '{missing}' not found."
+    body = {"model": FAKE, "previous_response_id": "resp_nope", "input": [ref("msg_nope")]}
+    r = http.post("/v1/responses", json=body)
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "previous_response_id")
+
+
+def test_two_input_items_with_one_id_are_refused(client: OpenAI, http: httpx.Client) -> None:
+    """OpenAI's 400 rather than a guess at which one was meant; nothing is written."""
+    conv = client.conversations.create(items=[user("a")])
+    (item,) = client.conversations.items.list(conv.id).data
+    listed = item.model_dump(exclude_unset=True)
+    for path, body, param in (
+        ("/v1/responses", {"model": FAKE, "input": [ref(item.id), ref(item.id)]}, "input"),
+        ("/v1/responses", {"model": FAKE, "input": [listed, {"id": item.id}]}, "input"),
+        (f"/v1/conversations/{conv.id}/items", {"items": [listed, listed]}, "items"),
+    ):
+        before = last_event(http)
+        r = http.post(path, json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == {
+            "message": f"Duplicate item found with id {item.id}. Remove duplicate items from "
+            "your input and try again.",
+            "type": "invalid_request_error",
+            "param": param,
+            "code": None,
+        }
+        assert last_event(http) == before
 
 
 def test_another_tenants_item_is_not_found(secure_url: str) -> None:
@@ -182,12 +232,20 @@ def test_another_tenants_item_is_not_found(secure_url: str) -> None:
     (item,) = alice.conversations.items.list(conv.id).data
     answer = alice.responses.create(model="m", input="alice asks")
     for item_id in (item.id, answer.output[0].id):
-        with pytest.raises(openai.NotFoundError):
-            bob.responses.create(model="m", input=[ref(item_id)])
-        with pytest.raises(openai.NotFoundError):
-            bob.conversations.create(items=[ref(item_id)])
+        # exactly the answer to an id that never existed: nothing says it does
+        for send, param in (
+            (partial(bob.responses.create, model="m", input=[ref(item_id)]), "input[0]"),
+            (partial(bob.conversations.create, items=[ref(item_id)]), "items[0]"),
+        ):
+            with pytest.raises(openai.NotFoundError) as refused_:
+                send()
+            assert refused_.value.body == not_stored(item_id, param).body["error"]
         copy = alice.conversations.create(items=[ref(item_id)])
         assert len(alice.conversations.items.list(copy.id).data) == 1
+    # an old-format id on alice's conversation: bob learns only that it is not his
+    with pytest.raises(openai.NotFoundError) as refused_:
+        bob.responses.create(model="m", conversation=conv.id, input=[ref(new_id("msg"))])
+    assert refused_.value.body["message"] == f"Conversation with id '{conv.id}' not found."  # type: ignore[index]
 
 
 async def _add_old_item(nats_url: str, conversation_id: str, text: str) -> str:

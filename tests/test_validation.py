@@ -742,6 +742,9 @@ def test_unknown_route_is_404(http: httpx.Client, method: str, path: str) -> Non
         ("PUT", "/v1/conversations/{conv}/items"),
         ("DELETE", "/v1/conversations/{conv}/items"),
         ("POST", "/v1/conversations/{conv}/items/msg_x"),
+        # responses.input_tokens.count and responses.compact: not implemented (README)
+        ("POST", "/v1/responses/input_tokens"),
+        ("POST", "/v1/responses/compact"),
     ],
 )
 def test_wrong_method_is_405(http: httpx.Client, conv: str, method: str, path: str) -> None:

@@ -24,9 +24,10 @@ from api.response_params import ResponseParams, check_context, parse
 from api.response_reads import missing, read_response, thread_of
 from api.routes.conversations import list_object
 from api.services import Services, Svc, client_ip, include_param
-from api.tenancy import check_owner
+from api.tenancy import check_owner, owned_live_head
 from events import codec, commands, response_stream
 from events.connection import cancel_for_sure
+from events.items import has_reference
 from events.response_stream import Frame
 from events.schema import Actor, EventBase, ResponseCancelled, ResponseDeleted, ResponseRequested
 from events.store import EventStore, Head
@@ -149,9 +150,14 @@ async def create_response(
 ) -> StreamingResponse | dict[str, Any]:
     created_at = int(time.time())
     p = parse(body or {}, created_at, svc.limits.max_text_chars)
-    p.input = await item_references.resolve(
-        svc, caller, p.input, p.conversation_id or p.response_id, created_at, "input"
-    )
+    if has_reference(p.input):  # the conversation's or previous response's 404 first
+        if p.conversation_id:
+            await owned_live_head(svc.store, caller, p.conversation_id)
+        elif p.previous_response_id:
+            await _previous(svc, caller, p.previous_response_id)
+        p.input = await item_references.resolve(
+            svc, caller, p.input, p.conversation_id or p.response_id, created_at, "input"
+        )
     check_context(p)
     response_id = p.response_id
     # Listening before the request exists: its first events cannot be missed.
