@@ -79,12 +79,13 @@ async def resolve(
     thread: str,
     created_at: int,
     param: str,
-) -> list[dict[str, Any]]:
-    """`items` with each reference replaced by a copy of its item for `thread`, or the 404
-    of the first that names no stored item. Nothing is appended before this returns.
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """`items` with each reference replaced by a copy of its item for `thread`, and each
+    copy's id -> the id it copies (recorded in the events, for audit); or the 404 of the
+    first reference that names no stored item. Nothing is appended before this returns.
     Each thread named is read once, all of them at the same time."""
     if not has_reference(items):
-        return items
+        return items, {}
     wanted = {n: _where(i["id"], thread) for n, i in enumerate(items) if is_reference(i)}
     threads = sorted({where for where in wanted.values() if where is not None})
     opened = await asyncio.gather(*(_open(svc, caller, where) for where in threads))
@@ -96,8 +97,10 @@ async def resolve(
         )
     )
     out = list(items)
+    copies: dict[str, str] = {}
     for n, stored in zip(wanted, found, strict=True):
         if stored is None:
             raise not_stored(items[n]["id"], f"{param}[{n}]")
         out[n] = copy_item(stored, created_at, thread)
-    return out
+        copies[out[n]["id"]] = items[n]["id"]
+    return out, copies

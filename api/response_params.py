@@ -61,6 +61,7 @@ class ResponseParams:
     background: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    copied_from: dict[str, str] = field(default_factory=dict)  # set once references resolve
 
 
 _wrong_type = validation.wrong_type

@@ -63,6 +63,8 @@ class ItemAdded(EventBase):
     type: Literal["ItemAdded"] = "ItemAdded"
     item: dict[str, Any]
     response_id: str | None = None
+    # The stored item this one is a copy of (an `item_reference` resolved), for audit.
+    copied_from: str | None = None
 
 
 class MetadataReplaced(EventBase):
@@ -104,6 +106,8 @@ class ResponseRequested(ResponseEvent):
     model: str
     instructions: str | None = None
     input: list[dict[str, Any]]  # normalised items, with ids
+    # Input item id -> the stored item it is a copy of (its `item_reference`), for audit.
+    copied_from: dict[str, str] = {}
     previous_response_id: str | None = None
     background: bool = False
     store: bool = True

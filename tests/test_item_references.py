@@ -285,3 +285,30 @@ def test_an_old_item_id_is_found_in_the_conversation_it_is_added_to(
     texts = [text_of(i) for i in client.conversations.items.list(conv.id, order="asc").data]  # type: ignore[arg-type]
     assert texts == [f"old {t}", f"old {t}", f"new {t}", f"fake: new {t} [3 messages]"]
     refused(http, "/v1/responses", {"model": FAKE, "input": [ref(old)]}, old, "input[0]")
+
+
+def events_of(http: httpx.Client, thread: str) -> list[dict[str, Any]]:
+    r = http.get(f"/v1/conversations/{thread}/events", params={"order": "asc", "limit": 100})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]  # type: ignore[no-any-return]
+
+
+def test_the_log_records_what_each_copy_was_copied_from(client: OpenAI, http: httpx.Client) -> None:
+    """An auditor replaying a thread sees that an item was added by reference, and which
+    stored item it repeats; items added otherwise say `null`."""
+    t = token()
+    source = client.conversations.create(items=[user(f"quote me {t}")])
+    (original,) = client.conversations.items.list(source.id).data
+    target = client.conversations.create(items=[ref(original.id), user("own words")])
+    (copy, own) = client.conversations.items.list(target.id, order="asc").data
+    client.conversations.items.create(target.id, items=[ref(original.id)])
+    r = client.responses.create(model=FAKE, conversation=target.id, input=[ref(original.id)])
+    assert r.status == "completed", r.error
+    added = [e for e in events_of(http, target.id) if e["type"] == "ItemAdded"]
+    assert [e["copied_from"] for e in added] == [original.id, None, original.id, original.id, None]
+    assert added[0]["item"]["id"] == copy.id and added[1]["item"]["id"] == own.id
+    (requested,) = [e for e in events_of(http, target.id) if e["type"] == "ResponseRequested"]
+    assert requested["copied_from"] == {requested["input"][0]["id"]: original.id}
+    assert [e["copied_from"] for e in events_of(http, source.id) if e["type"] == "ItemAdded"] == [
+        None
+    ]

@@ -470,7 +470,13 @@ class ModelWorker:
         events: list[EventBase] = []
         if thread != rid:  # on a conversation: its input and output become its items
             events = [
-                ItemAdded(conversation_id=thread, item=item, response_id=rid, actor=done.actor)
+                ItemAdded(
+                    conversation_id=thread,
+                    item=item,
+                    response_id=rid,
+                    actor=done.actor,
+                    copied_from=request.copied_from.get(item["id"]),
+                )
                 for item in [*request.input, *output]
             ]
         outcome: list[EventBase] = [*events, done]

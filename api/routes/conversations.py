@@ -81,7 +81,7 @@ async def create_conversation(
     metadata = validation.metadata(body.get("metadata"))
     conv_id = new_id("conv")
     items = validation.items(body.get("items"), created_at, conv_id, required=False)
-    items = await item_references.resolve(svc, caller, items, conv_id, created_at, "items")
+    items, copies = await item_references.resolve(svc, caller, items, conv_id, created_at, "items")
     who = caller.actor(client_ip(request))
     created = ConversationCreated(
         conversation_id=conv_id,
@@ -90,7 +90,10 @@ async def create_conversation(
         tenant=caller.tenant,
         actor=who,
     )
-    added = [ItemAdded(conversation_id=conv_id, item=i, actor=who) for i in items]
+    added = [
+        ItemAdded(conversation_id=conv_id, item=i, actor=who, copied_from=copies.get(i["id"]))
+        for i in items
+    ]
     await commands.create(svc.store, [created, *added])
     return {"id": conv_id, "object": "conversation", "created_at": created_at, "metadata": metadata}
 

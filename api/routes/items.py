@@ -37,14 +37,23 @@ async def create_items(
     validation.encodable(body, max_chars=svc.limits.max_text_chars)
     created_at = int(time.time())
     items = validation.items(body.get("items"), created_at, conversation_id, required=True)
+    copies: dict[str, str] = {}
     if has_reference(items):  # the conversation's own 404 comes before its items'
         await owned_live_head(svc.store, caller, conversation_id)
-        items = await resolve(svc, caller, items, conversation_id, created_at, "items")
+        items, copies = await resolve(svc, caller, items, conversation_id, created_at, "items")
     who = caller.actor(client_ip(request))
 
     async def decide(head: Head) -> list[EventBase]:
         await check_owner(svc.store, caller, conversation_id, head)
-        return [ItemAdded(conversation_id=conversation_id, item=i, actor=who) for i in items]
+        return [
+            ItemAdded(
+                conversation_id=conversation_id,
+                item=i,
+                actor=who,
+                copied_from=copies.get(i["id"]),
+            )
+            for i in items
+        ]
 
     await commands.decide_and_append(svc.store, conversation_id, decide)
     return list_object(items, False)

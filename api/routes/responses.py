@@ -85,6 +85,7 @@ async def _request(
             model=p.model,
             instructions=p.instructions,
             input=p.input,
+            copied_from=p.copied_from,
             previous_response_id=p.previous_response_id,
             background=p.background,
             store=p.store,
@@ -155,7 +156,7 @@ async def create_response(
             await owned_live_head(svc.store, caller, p.conversation_id)
         elif p.previous_response_id:
             await _previous(svc, caller, p.previous_response_id)
-        p.input = await item_references.resolve(
+        p.input, p.copied_from = await item_references.resolve(
             svc, caller, p.input, p.conversation_id or p.response_id, created_at, "input"
         )
     check_context(p)
