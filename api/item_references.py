@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+from api.conversation_reads import conversation_reader
 from api.errors import APIError
 from api.keys import Principal
 from api.response_reads import read_response
 from api.services import Services
-from api.tenancy import owned_live_head
 from events.commands import ConversationNotFound
 from events.ids import item_thread
 from events.items import copy_item, has_reference, is_reference
@@ -46,10 +46,7 @@ async def _open(svc: Services, caller: Principal, thread: str) -> Lookup:
     nothing when the thread is gone, not stored, or another tenant's."""
     try:
         if thread.startswith("conv_"):
-            head = await owned_live_head(svc.store, caller, thread)
-            conv, reader = await svc.reader.caught_up(thread, head)
-            if conv is None or conv.deleted:
-                return _nothing
+            _, reader = await conversation_reader(svc, caller, thread, None)
             return partial(reader.item, thread)
         _, view, reader = await read_response(svc, caller, thread)
     except (APIError, ConversationNotFound):

@@ -257,6 +257,7 @@ _FIELDS = {
     "reasoning": frozenset(
         {"type", "id", "summary", "content", "encrypted_content", "status", "created_at"}
     ),
+    "item_reference": frozenset({"type", "id"}),
 }
 
 
@@ -312,11 +313,7 @@ def has_reference(items: list[dict[str, Any]]) -> bool:
 
 
 def _reference(raw: dict[str, Any], param: str) -> dict[str, Any]:
-    for key in raw:
-        if key not in ("type", "id"):
-            raise ItemError(
-                f"Unknown parameter: '{param}.{key}'.", f"{param}.{key}", "unknown_parameter"
-            )
+    _known(raw, REFERENCE, param)
     _require_str(raw, "id", param)
     return {"type": REFERENCE, "id": raw["id"]}
 

@@ -6,13 +6,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 
 from api import item_references, validation
-from api.auth import Caller, require_tenant
+from api.auth import Caller
+from api.conversation_reads import conversation_reader
 from api.errors import invalid, not_found
-from api.keys import Principal
-from api.services import Services, Svc, client_ip
-from api.tenancy import check_owner, conversation_not_found, owned_live_head
+from api.services import Svc, client_ip
+from api.tenancy import check_owner, conversation_not_found
 from events import commands
-from events.history import History
 from events.ids import new_id
 from events.schema import (
     ConversationCreated,
@@ -22,9 +21,7 @@ from events.schema import (
     MetadataReplaced,
 )
 from events.store import Head
-from projections.point_in_time import reader_as_of
-from projections.reader import CursorNotFound, ViewReader
-from projections.views import ConversationView
+from projections.reader import CursorNotFound
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 JSONBody = Annotated[dict[str, Any] | None, Body()]
@@ -40,33 +37,6 @@ def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
         "last_id": data[-1]["id"] if data else None,
         "has_more": has_more,
     }
-
-
-async def _head(svc: Services, caller: Principal, conversation_id: str) -> Head:
-    return await owned_live_head(svc.store, caller, conversation_id)
-
-
-async def conversation_reader(
-    svc: Svc,
-    caller: Principal,
-    conversation_id: str,
-    as_of: str | None,
-    also: dict[str, Any] | None = None,
-) -> tuple[ConversationView, ViewReader]:
-    """The live view (read-your-writes), or the view as of a log position or time; either
-    only of a conversation of the caller's tenant. `also`: see `ViewReader.caught_up`."""
-    point = validation.as_of(as_of)
-    if point is None:
-        head = _head(svc, caller, conversation_id)
-        return await svc.reader.caught_up(conversation_id, head, also)
-    if also is not None:
-        also.clear()
-    reader = await reader_as_of(History(svc.store), conversation_id, seq=point[0], time=point[1])
-    view = await reader.conversation(conversation_id)
-    if view is None or view.deleted:
-        raise not_found(conversation_not_found(conversation_id))
-    require_tenant(caller, view.tenant, conversation_not_found(conversation_id))
-    return view, reader
 
 
 @router.post("")

@@ -7,9 +7,10 @@ from fastapi import APIRouter, Body, Query, Request
 
 from api import validation
 from api.auth import Caller
+from api.conversation_reads import conversation_reader
 from api.errors import invalid, not_found
 from api.item_references import resolve
-from api.routes.conversations import conversation_reader, list_object
+from api.routes.conversations import list_object
 from api.services import Svc, client_ip, include_param
 from api.tenancy import check_owner, owned_live_head
 from events import commands
