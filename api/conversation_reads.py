@@ -27,7 +27,10 @@ async def conversation_reader(
     point = validation.as_of(as_of)
     if point is None:
         head = owned_live_head(svc.store, caller, conversation_id)
-        return await svc.reader.caught_up(conversation_id, head, also)
+        view, reader = await svc.reader.caught_up(conversation_id, head, also)
+        if view.deleted:  # a log written before deletes were sticky on the head (0.x)
+            raise not_found(conversation_not_found(conversation_id))
+        return view, reader
     if also is not None:
         also.clear()
     reader = await reader_as_of(History(svc.store), conversation_id, seq=point[0], time=point[1])

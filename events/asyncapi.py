@@ -97,6 +97,13 @@ def _headers(event_type: str) -> dict[str, Any]:
                 "description": "The payload's `hash` (sha256 chaining it to the previous event "
                 "of its conversation through `prev_hash`).",
             },
+            "Convstore-Tenant": {"type": "string", "description": "The owning tenant."},
+            "Convstore-Conversation-Deleted": {
+                "type": "string",
+                "const": "1",
+                "description": "Appended after the conversation was deleted (a running "
+                "response's outcome): the conversation stays gone.",
+            },
         },
         "required": ["Nats-Msg-Id", "Convstore-Event-Type", "Convstore-Hash"],
     }

@@ -10,10 +10,10 @@ import random
 from collections.abc import Awaitable, Callable
 
 from events.schema import ConversationCreated, EventBase
-from events.store import ConcurrencyConflict, EventStore, Head
+from events.store import ENDING, ConcurrencyConflict, EventStore, Head
 
 MAX_ATTEMPTS = 200
-GONE = frozenset({"ConversationDeleted", "ConversationPurged"})
+GONE = ENDING
 # A head a process left by requesting a response: the model worker appends to the thread
 # next (its claim, then the outcome), so that head is stale as a rule.
 ANSWERED_ELSEWHERE = frozenset({"ResponseRequested"})
@@ -32,7 +32,7 @@ class TooMuchContention(Exception):
 async def live_head(store: EventStore, conversation_id: str) -> Head:
     """The head of a conversation that exists and is not deleted, or ConversationNotFound."""
     head = await store.head(conversation_id)
-    if head is None or head.event_type in GONE:
+    if head is None or head.gone:
         raise ConversationNotFound(conversation_id)
     return head
 
@@ -91,7 +91,7 @@ async def decide_and_append(
     for attempt in range(MAX_ATTEMPTS):
         if remembered is not None:
             head, remembered = remembered, None
-            if head.event_type in GONE:
+            if head.gone:
                 raise ConversationNotFound(conversation_id)
             try:
                 events = await decide(head)
@@ -105,7 +105,10 @@ async def decide_and_append(
             if not events:  # nothing to do: already so
                 return head.seq, events
         try:
-            return await store.append(events, head.seq, head.hash, head.tenant), events
+            return (
+                await store.append(events, head.seq, head.hash, head.tenant, head.gone),
+                events,
+            )
         except ConcurrencyConflict:
             store.forget_head(conversation_id)
             if attempt == 0:

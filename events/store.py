@@ -41,6 +41,11 @@ MAX_BATCH = 1000
 # Every appended message names its conversation's tenant, so the head read that every
 # command and read does anyway also says who owns the conversation (no extra request).
 TENANT_HEADER = "Convstore-Tenant"
+# Every message appended to a conversation after it was deleted (a running response's
+# outcome) says so, so that the head read still finds the conversation gone.
+DELETED_HEADER = "Convstore-Conversation-Deleted"
+# The events that end a conversation: after them it is gone, whatever its head is.
+ENDING = frozenset({"ConversationDeleted", "ConversationPurged"})
 
 T = TypeVar("T")
 
@@ -74,6 +79,13 @@ class Head:
     # exactly `prev_seq` then needs only this event folded to reach the head.
     data: bytes = field(default=b"", repr=False, compare=False)
     prev_seq: int | None = None
+    # Appended after the conversation was deleted (DELETED_HEADER).
+    after_delete: bool = False
+
+    @property
+    def gone(self) -> bool:
+        """The conversation was deleted or erased at or before this event."""
+        return self.after_delete or self.event_type in ENDING
 
 
 # A head handed from the process that appended it to one that will append next (the model
@@ -209,6 +221,7 @@ class EventStore:
                 _interned(headers.get(TENANT_HEADER)),
                 msg.data,
                 int(prev) if alone and prev and prev.isdigit() else None,
+                DELETED_HEADER in headers,
             )
         # Written by something else than this store: read what it says, leniently (an
         # event type this version does not know must not break reads of the conversation).
@@ -262,13 +275,16 @@ class EventStore:
         expected_last_seq: int,
         prev_hash: str = GENESIS,
         tenant: str | None = None,
+        deleted: bool = False,
     ) -> int:
         """Append `events` of one conversation atomically; return the last sequence.
 
         `expected_last_seq` is the conversation's head sequence the command was
         decided on (0 for a new conversation), `prev_hash` that head's hash: each
         event is sealed into the conversation's hash chain. `tenant` (the head's, or the
-        ConversationCreated's own) goes into every message's `Convstore-Tenant` header.
+        ConversationCreated's own) goes into every message's `Convstore-Tenant` header;
+        `deleted` (the head's `gone`) marks every message as appended after the
+        conversation was deleted (DELETED_HEADER), so that it stays gone.
         Raises ConcurrencyConflict when the conversation moved on, StoreUnavailable when
         NATS does not answer.
         """
@@ -293,18 +309,21 @@ class EventStore:
             "Nats-Expected-Last-Subject-Sequence": str(expected_last_seq),
             "Nats-Expected-Last-Subject-Sequence-Subject": conversation_filter(conversation_id),
         }
-        owner = {TENANT_HEADER: tenant} if tenant is not None else {}
+        marks = {TENANT_HEADER: tenant} if tenant is not None else {}
+        if deleted:
+            marks[DELETED_HEADER] = "1"
         try:
             if len(events) == 1:
                 seq = await self._acked(
                     conversation_subject(conversation_id, events[0].type),
                     payloads[0],
-                    {**self._headers(events[0]), **owner, **guard},
+                    {**self._headers(events[0]), **marks, **guard},
                 )
             else:
-                seq = await self._append_batch(events, payloads, {**owner, **guard})
+                seq = await self._append_batch(events, payloads, guard, marks)
             last = events[-1]
-            self._remember(conversation_id, Head(seq, last.id, last.type, last.hash, tenant))
+            head = Head(seq, last.id, last.type, last.hash, tenant, after_delete=deleted)
+            self._remember(conversation_id, head)
             return seq
         except APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
@@ -318,10 +337,14 @@ class EventStore:
             raise
 
     async def _append_batch(
-        self, events: list[EventBase], payloads: list[bytes], guard: dict[str, str]
+        self,
+        events: list[EventBase],
+        payloads: list[bytes],
+        guard: dict[str, str],
+        marks: dict[str, str],
     ) -> int:
         """JetStream atomic batch: all messages are stored at the commit, or none.
-        `guard` goes on the first message, its tenant header on every one."""
+        `guard` goes on the first message, `marks` on every one."""
         batch_id = new_id("batch")
         conversation_id = events[0].conversation_id
         last = len(events)
@@ -331,10 +354,9 @@ class EventStore:
                 "Nats-Batch-Id": batch_id,
                 "Nats-Batch-Sequence": str(n),
             }
+            headers.update(marks)
             if n == 1:
                 headers.update(guard)
-            elif TENANT_HEADER in guard:
-                headers[TENANT_HEADER] = guard[TENANT_HEADER]
             subject = conversation_subject(conversation_id, event.type)
             if n < last:
                 await self.nc.publish(subject, payload, headers=headers)

@@ -3,11 +3,18 @@
 import asyncio
 
 import httpx
+import pytest
 
 from events.chain import ChainVerifier
-from events.commands import decide_and_append, fresh_live_head
+from events.commands import ConversationNotFound, decide_and_append, fresh_live_head, live_head
 from events.ids import new_response_id
-from events.schema import ConversationCreated, ItemAdded, ResponseRequested
+from events.schema import (
+    ConversationCreated,
+    ConversationDeleted,
+    ItemAdded,
+    ResponseCancelled,
+    ResponseRequested,
+)
 from events.store import EventStore, Head, head_header, parse_head_header
 from events.subjects import STREAM_NAME, conversation_filter
 from tests.test_projector import message
@@ -239,3 +246,28 @@ def test_the_head_header_carries_a_head_and_anything_else_is_no_hint():
     assert parse_head_header(head_header(untenanted)) == untenanted
     for bad in ["", "x evt ItemAdded h", "7 evt ItemAdded", "7  ItemAdded h", "7 a b c d e"]:
         assert parse_head_header(bad) is None, bad
+
+
+async def test_what_is_appended_after_a_delete_keeps_the_conversation_gone(store):
+    """Events appended after ConversationDeleted (a running response's outcome) carry the
+    mark on every message, alone or in a batch: the head read still finds it gone, on any
+    replica, and no command decides on it."""
+    conv = "conv_gone_after_delete"
+    rid = new_response_id(conv)
+    await store.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
+    head = await store.head(conv)
+    await store.append([ConversationDeleted(conversation_id=conv)], head.seq, head.hash)
+    other = EventStore(store.nc, store.js)  # another replica: no remembered head
+    for n in (1, 2):
+        head = await other.head(conv)
+        assert head.gone
+        batch = [ResponseCancelled(conversation_id=conv, response_id=rid) for _ in range(n)]
+        await other.append(batch, head.seq, head.hash, head.tenant, head.gone)
+        fresh = await EventStore(store.nc, store.js).head(conv)
+        assert fresh.event_type == "ResponseCancelled" and fresh.gone
+        assert store.appended_head(conv) is None or store.appended_head(conv).gone
+        assert other.appended_head(conv).gone
+    with pytest.raises(ConversationNotFound):
+        await live_head(other, conv)
+    with pytest.raises(ConversationNotFound):  # on the head it remembers, too
+        await decide_and_append(other, conv, lambda head: asyncio.sleep(0, ["never"]))

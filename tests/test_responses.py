@@ -577,3 +577,42 @@ def test_a_stateless_tool_loop_sends_the_output_objects_back_as_input(client: Op
     assert second.status == "completed", second.error
     listed = client.responses.input_items.list(second.id, order="asc").data
     assert [i.type for i in listed] == ["message", "function_call", "function_call_output"]
+
+
+def test_a_conversation_deleted_while_its_responses_run_stays_deleted(
+    client: OpenAI, client2: OpenAI, http: httpx.Client, upstream_url: str
+):
+    """A response that finishes after its conversation was deleted adds no items to it, and
+    one queued behind it fails: nothing brings the conversation back (every read and write
+    of it stays a 404), and both responses still end and can be retrieved."""
+    t = token()
+    conv = client.conversations.create(items=[{"role": "user", "content": "seed"}])
+    running = client.responses.create(
+        model=FAKE, input=f"SLOW {t}", background=True, conversation=conv.id
+    )
+    queued = client.responses.create(
+        model=FAKE, input="after", background=True, conversation=conv.id
+    )
+    deadline = time.monotonic() + 20
+    while not upstream_streams(upstream_url, t) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client2.conversations.delete(conv.id)
+    assert wait_status(client, running.id, "completed").status == "completed"
+    failed = wait_status(client, queued.id, "failed")
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "conversation_deleted"
+    for c in (client, client2):
+        with pytest.raises(openai.NotFoundError):
+            c.conversations.retrieve(conv.id)
+        with pytest.raises(openai.NotFoundError):
+            c.conversations.items.list(conv.id)
+        with pytest.raises(openai.NotFoundError):
+            c.conversations.items.create(conv.id, items=[{"role": "user", "content": "x"}])
+        with pytest.raises(openai.NotFoundError):
+            c.responses.create(model=FAKE, input="again", conversation=conv.id)
+    assert client.responses.retrieve(running.id).output_text.startswith("w0 w1")
+    events = http.get(f"/v1/conversations/{conv.id}/events", params={"order": "asc"}).json()
+    types = [e["type"] for e in events["data"]]
+    after = types[types.index("ConversationDeleted") + 1 :]
+    assert "ItemAdded" not in after
+    assert {"ResponseCompleted", "ResponseFailed"} <= set(after)

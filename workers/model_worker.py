@@ -323,7 +323,9 @@ class ModelWorker:
             context_seq=head.seq,
             actor={"id": self.name, "kind": "worker"},
         )
-        append = asyncio.create_task(self.store.append([claim], head.seq, head.hash, head.tenant))
+        append = asyncio.create_task(
+            self.store.append([claim], head.seq, head.hash, head.tenant, head.gone)
+        )
         tasks.append(append)
         problem: ContextError | None = None
         context: list[dict[str, Any]] | None = None
@@ -517,7 +519,7 @@ class ModelWorker:
         the thread's head (the head the store remembers from appending it): no head read
         on the common path, and a wrong-last-sequence answer when it is not."""
         known = self.store.appended_head(request.conversation_id) if claim else None
-        if claim is not None and known is not None and known.seq == claim.seq:
+        if claim is not None and known is not None and known.seq == claim.seq and not known.gone:
             try:
                 seq = await self.store.append(events, known.seq, known.hash, known.tenant)
             except ConcurrencyConflict:
@@ -537,8 +539,10 @@ class ModelWorker:
                     return None
             if attempt is not None and (view.status != "in_progress" or view.attempt != attempt):
                 return None  # cancelled, or taken over after we stalled
+            if head.gone:  # deleted meanwhile: the response ends, adding no items to it
+                events = [e for e in events if isinstance(e, ResponseEvent)]
             try:
-                seq = await self.store.append(events, head.seq, head.hash, head.tenant)
+                seq = await self.store.append(events, head.seq, head.hash, head.tenant, head.gone)
             except ConcurrencyConflict:
                 continue
             first = seq - len(events) + 1
@@ -569,7 +573,10 @@ class ModelWorker:
         event: the API replica relaying it appends the client's next turn without reading
         the head (the append's guard refuses it if the thread moved since)."""
         if request.conversation_id != request.response_id:
-            writer.thread_head = self.store.appended_head(request.conversation_id)
+            head = self.store.appended_head(request.conversation_id)
+            # A deleted conversation's head is never handed over: a head header does not
+            # carry `gone`, and the next turn must be refused.
+            writer.thread_head = head if head is not None and not head.gone else None
 
     async def _finish_cancelled(
         self, request: ResponseRequested, writer: response_stream.StreamWriter
