@@ -86,7 +86,18 @@ async def decide_and_append(
     the append's guard and the next attempt reads the head. A `decide` that refuses, or
     finds nothing to do, on a remembered head may have judged stale state (an item added
     through another replica since), so those answers come only from the real head.
+    Commands on one conversation from this process take turns (events/turns.py).
     """
+    async with store.turns.of(conversation_id):
+        return await _decide_and_append(store, conversation_id, decide, head_of)
+
+
+async def _decide_and_append(
+    store: EventStore,
+    conversation_id: str,
+    decide: Callable[[Head], Awaitable[list[EventBase]]],
+    head_of: Callable[[EventStore, str], Awaitable[Head]],
+) -> tuple[int, list[EventBase]]:
     remembered = _remembered(store, conversation_id, head_of)
     for attempt in range(MAX_ATTEMPTS):
         if remembered is not None:

@@ -33,6 +33,7 @@ from events.subjects import (
     conversation_filter,
     conversation_subject,
 )
+from events.turns import Turns
 
 # JetStream's "wrong last sequence": 10071 from a single server, 10164 (the constant
 # form) from a clustered stream's leader.
@@ -182,6 +183,8 @@ class EventStore:
         # guard refuses it if anyone appended since. Never used by reads.
         self._heads: OrderedDict[str, Head] = OrderedDict()
         self._heads_max = heads
+        # Commands on one conversation from this process run one at a time (events/turns.py).
+        self.turns = Turns()
 
     def appended_head(self, conversation_id: str) -> Head | None:
         """The head this process left after its own last append to the conversation (it

@@ -271,3 +271,23 @@ async def test_what_is_appended_after_a_delete_keeps_the_conversation_gone(store
         await live_head(other, conv)
     with pytest.raises(ConversationNotFound):  # on the head it remembers, too
         await decide_and_append(other, conv, lambda head: asyncio.sleep(0, ["never"]))
+
+
+async def test_commands_on_one_conversation_take_turns_in_a_process(store):
+    """Concurrent commands on one conversation through one store (one API process) run one
+    at a time, each deciding once on the head the one before left: no refused append, and
+    a batch of several events is never sent to lose (it used to be, quadratically)."""
+    conv = "conv_turns"
+    await store.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
+    decisions: list[int] = []
+
+    async def add(head: Head) -> list:
+        decisions.append(head.seq)
+        await asyncio.sleep(0)  # let the others run into the same head, if they may
+        return [ItemAdded(conversation_id=conv, item=message(f"x{n}")) for n in range(3)]
+
+    done = await asyncio.gather(*(decide_and_append(store, conv, add) for _ in range(40)))
+    assert len(decisions) == 40  # one decision each: nobody decided on a head taken since
+    assert len(set(decisions)) == 40
+    assert sorted(seq for seq, _ in done) == [1 + 3 * n for n in range(1, 41)]
+    assert len(store.turns) == 0  # nothing kept once idle
