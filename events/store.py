@@ -154,19 +154,28 @@ async def while_unavailable(call: Callable[[], Awaitable[T]], timeout: float = 3
             await asyncio.sleep(0.25)
 
 
+UNAVAILABLE = (
+    asyncio.TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.OutboundBufferLimitError,
+    # The stream has no leader right now (a cluster electing one): no responders to a
+    # JetStream publish, or a 503 from the JetStream API.
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+# How long an append whose answer timed out is looked for in the log (`_stored`).
+SETTLE = 2.0
+
+
 def _unavailable(exc: BaseException) -> bool:
-    return isinstance(
-        exc,
-        asyncio.TimeoutError
-        | nats.errors.TimeoutError
-        | nats.errors.NoRespondersError
-        | nats.errors.ConnectionClosedError
-        | nats.errors.OutboundBufferLimitError
-        # The stream has no leader right now (a cluster electing one): no responders to a
-        # JetStream publish, or a 503 from the JetStream API.
-        | nats.js.errors.NoStreamResponseError
-        | nats.js.errors.ServiceUnavailableError,
-    )
+    return isinstance(exc, UNAVAILABLE)
+
+
+def _timeout(exc: BaseException) -> bool:
+    """No answer in time: the append may have been stored (unlike a refusal)."""
+    return isinstance(exc, asyncio.TimeoutError | nats.errors.TimeoutError)
 
 
 class EventStore:
@@ -324,10 +333,6 @@ class EventStore:
                 )
             else:
                 seq = await self._append_batch(events, payloads, guard, marks)
-            last = events[-1]
-            head = Head(seq, last.id, last.type, last.hash, tenant, after_delete=deleted)
-            self._remember(conversation_id, head)
-            return seq
         except APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise ConcurrencyConflict(exc.description or "wrong last sequence") from exc
@@ -335,9 +340,43 @@ class EventStore:
                 raise StoreUnavailable(exc.description or type(exc).__name__) from exc
             raise
         except Exception as exc:
-            if _unavailable(exc):
+            if not _unavailable(exc):
+                raise
+            stored = await self._stored(events, expected_last_seq) if _timeout(exc) else None
+            if stored is None:
                 raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
-            raise
+            seq = stored
+        last = events[-1]
+        head = Head(seq, last.id, last.type, last.hash, tenant, after_delete=deleted)
+        self._remember(conversation_id, head)
+        return seq
+
+    async def _stored(self, events: list[EventBase], expected_last_seq: int) -> int | None:
+        """After an append whose answer did not come in time: its last sequence if it was
+        stored after all (a busy server answers late), so the client is not told it failed;
+        ConcurrencyConflict when another event took its place (the guard refuses it now,
+        so it never will be); None when neither shows within the settle time or NATS does
+        not answer (then nobody can say, and the caller answers 503)."""
+        subject = conversation_filter(events[0].conversation_id)
+        wait = max(self.timeout, SETTLE)
+        deadline = time.monotonic() + wait
+        try:
+            seq = expected_last_seq
+            for n, event in enumerate(events):
+                request = {"seq": seq + 1, "next_by_subj": subject}
+                self._check_connected()  # away: no way to know, and no time to wait for it
+                while (msg := await direct_get(self.nc, STREAM_NAME, request, wait)) is None:
+                    if n or time.monotonic() > deadline:  # a batch is stored whole
+                        return None
+                    await asyncio.sleep(0.05)
+                if msg.headers.get("Nats-Msg-Id") != event.id:
+                    if n:
+                        return None  # not ours after all: cannot be, say nothing
+                    raise ConcurrencyConflict("another event took the appended one's place")
+                seq = msg.seq
+            return seq
+        except (StoreUnavailable, DirectGetUnavailable, *UNAVAILABLE):
+            return None
 
     async def _append_batch(
         self,

@@ -15,7 +15,7 @@ from events.schema import (
     ResponseCancelled,
     ResponseRequested,
 )
-from events.store import EventStore, Head, head_header, parse_head_header
+from events.store import ConcurrencyConflict, EventStore, Head, head_header, parse_head_header
 from events.subjects import STREAM_NAME, conversation_filter
 from tests.test_projector import message
 
@@ -291,3 +291,24 @@ async def test_commands_on_one_conversation_take_turns_in_a_process(store):
     assert len(set(decisions)) == 40
     assert sorted(seq for seq, _ in done) == [1 + 3 * n for n in range(1, 41)]
     assert len(store.turns) == 0  # nothing kept once idle
+
+
+async def test_an_append_answered_too_late_is_found_in_the_log(store):
+    """An append whose acknowledgement did not come in time (a busy server) may have been
+    stored all the same: the store looks for it before giving up, so a stored write is not
+    reported as failed (a client would retry it into a duplicate), and one that lost its
+    place is a conflict (decided again), not a 503."""
+    conv = "conv_late_answer"
+    hurried = EventStore(store.nc, store.js, timeout=0)  # every acknowledgement is too late
+    first = await hurried.append([ConversationCreated(conversation_id=conv, created_at=1)], 0)
+    head = await store.head(conv)
+    assert head.seq == first
+    batch = [ItemAdded(conversation_id=conv, item=message(f"b{n}")) for n in range(3)]
+    last = await hurried.append(batch, head.seq, head.hash)
+    head = await store.head(conv)
+    assert (head.seq, head.event_id) == (last, batch[-1].id)
+    assert hurried.appended_head(conv).seq == last
+    stale = [ItemAdded(conversation_id=conv, item=message("late"))]
+    with pytest.raises(ConcurrencyConflict):
+        await hurried.append(stale, first, "")  # refused by the guard: its place is taken
+    assert (await store.head(conv)).seq == last
