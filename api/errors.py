@@ -40,6 +40,16 @@ def invalid(message: str, param: str | None, code: str | None = "invalid_value")
     return APIError(400, message, param=param, code=code)
 
 
+def not_json() -> APIError:
+    return invalid(
+        "We could not parse the JSON body of your request. (HINT: This likely means you "
+        "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+        "but what was sent was not valid JSON.)",
+        None,
+        None,
+    )
+
+
 def not_found(message: str) -> APIError:
     return APIError(404, message)
 
@@ -58,13 +68,7 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
     if first.get("type") == "json_invalid":
-        return invalid(
-            "We could not parse the JSON body of your request. (HINT: This likely means you "
-            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-            "but what was sent was not valid JSON.)",
-            None,
-            None,
-        )
+        return not_json()
     param = ".".join(loc) or None
     if param is None:
         return invalid("Invalid request body: expected a JSON object.", None)

@@ -3,15 +3,18 @@
 `BodyLimit` reads the body of every POST/PUT/PATCH itself, up to the limit, so an
 oversized one is refused before it is parsed or held whole: from `Content-Length` when
 the client sends it, else as soon as the streamed (chunked) body passes the limit. The
-body it read is handed on unchanged.
+body it read is handed on unchanged, unless it holds `NaN` or `Infinity` as a number:
+Python's JSON parser (FastAPI's, and ours) takes those, JSON does not (RFC 8259), and
+they would be stored as null. They get the 400 of any body that is not JSON.
 """
 
+import json
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import send_error
-from api.errors import APIError
+from api.errors import APIError, not_json
 
 MIB = 1024 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -73,7 +76,33 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, replay(b"".join(chunks), receive), send)
+        body = b"".join(chunks)
+        if not_standard_json(body):
+            await send_error(not_json(), scope, receive, send)
+            return
+        await self.app(scope, replay(body, receive), send)
+
+
+class _NotStandard(ValueError):
+    pass
+
+
+def _refuse(constant: str) -> None:
+    raise _NotStandard(constant)
+
+
+def not_standard_json(body: bytes) -> bool:
+    """A JSON body but for a NaN or (-)Infinity number. Parsed only when the bytes hold one
+    of those words (almost never: the check costs a substring search per body)."""
+    if b"NaN" not in body and b"Infinity" not in body:
+        return False
+    try:
+        json.loads(body, parse_constant=_refuse)
+    except _NotStandard:
+        return True
+    except (ValueError, RecursionError):
+        return False  # not JSON at all: the route's parser answers that
+    return False
 
 
 async def read_body(receive: Receive) -> bytes | None:

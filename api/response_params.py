@@ -104,7 +104,7 @@ def _number(body: dict[str, Any], key: str, low: float, high: float | None) -> N
         )
 
 
-def _integer(body: dict[str, Any], key: str, low: int) -> None:
+def _integer(body: dict[str, Any], key: str, low: int, high: int | None = None) -> None:
     value = body.get(key)
     if value is None:
         return
@@ -116,6 +116,13 @@ def _integer(body: dict[str, Any], key: str, low: int) -> None:
             f"but got {value} instead.",
             key,
             "integer_below_min_value",
+        )
+    if high is not None and value > high:
+        raise invalid(
+            f"Invalid '{key}': integer above maximum value. Expected a value <= {high}, "
+            f"but got {value} instead.",
+            key,
+            "integer_above_max_value",
         )
 
 
@@ -327,7 +334,7 @@ def parse(body: dict[str, Any], created_at: int, max_chars: int) -> ResponsePara
     _number(body, "top_p", 0, 1)
     _integer(body, "max_output_tokens", 16)
     _integer(body, "max_tool_calls", 1)
-    _integer(body, "top_logprobs", 0)
+    _integer(body, "top_logprobs", 0, 20)
     _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"))
     _tools_for_choice(body)

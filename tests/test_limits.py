@@ -174,3 +174,35 @@ def test_a_log_position_beyond_int64_is_400_not_a_nats_error(h, conv, after):
             path, headers={**headers, "Last-Event-ID": str(after), "Accept": "text/event-stream"}
         )
         assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/v1/responses", b'{"model": "m", "input": "x", "temperature": NaN}'),
+        ("/v1/responses", b'{"model": "m", "input": "x", "top_p": -Infinity}'),
+        (
+            "/v1/conversations",
+            b'{"metadata": {}, "items": [{"role": "user", "content": "a"}], "x": Infinity}',
+        ),
+        (
+            "/v1/conversations/{conv}/items",
+            b'{"items": [{"type": "function_call_output", '
+            b'"call_id": "c", "output": "o", "n": NaN}]}',
+        ),
+    ],
+)
+def test_nan_and_infinity_are_not_json_400_and_write_nothing(h, conv, path, raw):
+    """Python's parser takes NaN and Infinity (and stored them as null); JSON has neither."""
+    before = h.get(f"/v1/conversations/{conv}/events", params={"order": "desc"}).json()
+    r = h.post(path.format(conv=conv), content=raw)
+    assert r.status_code == 400, r.text[:300]
+    assert r.json()["error"]["message"].startswith("We could not parse the JSON body")
+    after = h.get(f"/v1/conversations/{conv}/events", params={"order": "desc"}).json()
+    assert after["data"][0]["seq"] == before["data"][0]["seq"]
+    # The words themselves, in strings, are ordinary text.
+    ok = h.post(
+        f"/v1/conversations/{conv}/items",
+        json={"items": [{"role": "user", "content": "NaN and Infinity"}]},
+    )
+    assert ok.status_code == 200, ok.text[:300]

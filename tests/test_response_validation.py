@@ -36,6 +36,11 @@ def error(r: httpx.Response, status: int) -> dict[str, Any]:
             "max_output_tokens",
             "integer_below_min_value",
         ),
+        (
+            {"model": "m", "input": "x", "top_logprobs": 21},
+            "top_logprobs",
+            "integer_above_max_value",
+        ),
         ({"model": "m", "input": "x", "stream": "yes"}, "stream", "invalid_type"),
         ({"model": "m", "input": "x", "tools": {}}, "tools", "invalid_type"),
         (

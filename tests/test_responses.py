@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.responses import Response
 
 from events.connection import connect
 from events.subjects import RESPONSE_STREAM_NAME, response_stream_subject
@@ -104,6 +105,9 @@ def test_response_object_shape(client: OpenAI):
     assert message.status == "completed" and message.id.startswith("msg_")
     assert r.output_text == "echo: shape (context: 1 messages)"
     assert r.created_at <= (r.completed_at or 0) <= time.time() + 1
+    # Every field the SDK's type requires is there (its own parsing fills gaps with None).
+    raw = client.responses.with_raw_response.retrieve(r.id).http_response.json()
+    Response.model_validate(raw)
 
 
 def test_previous_response_chain(client: OpenAI, client2: OpenAI, upstream_url: str):

@@ -453,7 +453,7 @@ class ModelWorker:
             u = builder.usage
             usage = {
                 "input_tokens": u.input_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                 "output_tokens": u.output_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": u.input_tokens + u.output_tokens,
