@@ -297,12 +297,16 @@ class EventStore:
         ConversationCreated's own) goes into every message's `Convstore-Tenant` header;
         `deleted` (the head's `gone`) marks every message as appended after the
         conversation was deleted (DELETED_HEADER), so that it stays gone.
-        Raises ConcurrencyConflict when the conversation moved on, StoreUnavailable when
-        NATS does not answer.
+        The events of a batch all get its latest event's `time`, so that no `as_of` time
+        shows half of it. Raises ConcurrencyConflict when the conversation moved on,
+        StoreUnavailable when NATS does not answer.
         """
         if not events or len(events) > MAX_BATCH:
             raise ValueError(f"a batch holds 1..{MAX_BATCH} events")
         conversation_id = events[0].conversation_id
+        if len(events) > 1:  # one command, one moment: a time never splits a batch (as_of)
+            when = max(e.time for e in events)
+            events = [e if e.time == when else e.model_copy(update={"time": when}) for e in events]
         sealed: list[EventBase] = []
         payloads: list[bytes] = []
         for event in events:

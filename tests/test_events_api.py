@@ -720,6 +720,21 @@ def test_as_of_unknown_conversation_and_live_conversation(client, http):
     assert ok(http.get(f"/v1/conversations/{conv.id}", params={"as_of": other_seq})) == live
 
 
+def test_a_time_never_splits_an_atomic_write(client, http):
+    """The events of one command share one time, so `as_of` by time shows all of a batch or
+    none of it (each event used to keep its own construction time, microseconds apart)."""
+    conv = client.conversations.create(items=[msg("a"), msg("b")])
+    client.conversations.items.create(conv.id, items=[msg("c"), msg("d"), msg("e")])
+    events = history(http, conv.id)
+    assert len({e["time"] for e in events[:3]}) == 1
+    assert len({e["time"] for e in events[3:]}) == 1
+    when = datetime.fromisoformat(events[3]["time"]).astimezone(UTC)
+    for t in (when - timedelta(microseconds=1), when):
+        as_of = t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        page = ok(http.get(f"/v1/conversations/{conv.id}/items", params={"as_of": as_of}))
+        assert len(page["data"]) in (2, 5)
+
+
 def test_as_of_accepts_lowercase_rfc3339_time(client, http):
     """RFC 3339 section 5.6: "T" and "Z" may alternatively be lower case "t" and "z"."""
     conv = client.conversations.create(metadata={"k": "v"})
