@@ -90,6 +90,8 @@ def create_app(
         # A body with no Content-Type is read as JSON, as the fast lane reads it (curl -d,
         # requests' data=, httpx' content= send none): the same answer on every route.
         strict_content_type=False,
+        # A trailing slash is another URL (OpenAI's 404), not a redirect to the route.
+        redirect_slashes=False,
         **_telemetry(telemetry),
     )
     errors.install(app)

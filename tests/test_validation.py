@@ -726,6 +726,10 @@ def test_deleted_item_is_404(
         ("GET", "/v1/conversations/conv_x/things"),
         ("GET", "/v1/conversations/conv_x/items/msg_x/extra"),
         ("GET", "/v2/conversations"),
+        # A trailing slash is another URL, as at OpenAI (Starlette answered a bare 307).
+        ("GET", "/v1/conversations/conv_x/"),
+        ("POST", "/v1/conversations/conv_x/items/"),
+        ("GET", "/v1/responses/"),
     ],
 )
 def test_unknown_route_is_404(http: httpx.Client, method: str, path: str) -> None:
