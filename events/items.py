@@ -83,7 +83,8 @@ def _content_part(part: Any, role: str, param: str) -> dict[str, Any]:
         part = {"type": "text", "text": part}
     if not isinstance(part, dict):
         raise ItemError(f"Invalid type for '{param}': expected an object.", param, "invalid_type")
-    kind = part.get("type")
+    raw, sent = part, part.get("type")
+    kind = sent
     assistant = role == "assistant"
     if kind == "text":
         kind = "output_text" if assistant else "input_text"
@@ -99,6 +100,7 @@ def _content_part(part: Any, role: str, param: str) -> dict[str, Any]:
             f"Invalid value: '{kind}'. Supported values are: {quote_list(allowed)}.",
             f"{param}.type",
         )
+    _known(raw, sent, param, _PART_FIELDS)
     if kind in ("input_text", "output_text"):
         _require_str(part, "text", param)
         out: dict[str, Any] = {"type": kind, "text": part["text"]}
@@ -135,7 +137,7 @@ def _content_part(part: Any, role: str, param: str) -> dict[str, Any]:
     return {
         k: v
         for k, v in part.items()
-        if k in ("type", "file_id", "file_data", "file_url", "filename")
+        if k in ("type", "file_id", "file_data", "file_url", "filename", "detail")
     }
 
 
@@ -261,11 +263,32 @@ _FIELDS = {
 }
 
 
-def _known(item: dict[str, Any], kind: str, param: str) -> None:
+# Each content part's fields, likewise (the chat-style `text` and `image_url` parts are
+# Chat Completions'). `prompt_cache_breakpoint` is accepted and not kept.
+_PART_FIELDS = {
+    "input_text": frozenset({"type", "text", "prompt_cache_breakpoint"}),
+    "output_text": frozenset({"type", "text", "annotations", "logprobs"}),
+    "refusal": frozenset({"type", "refusal"}),
+    "input_image": frozenset({"type", "image_url", "file_id", "detail", "prompt_cache_breakpoint"}),
+    "input_file": frozenset(
+        {"type", "file_id", "file_data", "file_url", "filename", "detail"}
+        | {"prompt_cache_breakpoint"}
+    ),
+    "text": frozenset({"type", "text"}),
+    "image_url": frozenset({"type", "image_url"}),
+}
+
+
+def _known(
+    item: dict[str, Any],
+    kind: str,
+    param: str,
+    fields: dict[str, frozenset[str]] = _FIELDS,
+) -> None:
     """OpenAI refuses a field it does not know; dropping it silently would lose what the
     client meant to store."""
     for key in item:
-        if key not in _FIELDS[kind]:
+        if key not in fields[kind]:
             raise ItemError(
                 f"Unknown parameter: '{param}.{key}'.", f"{param}.{key}", "unknown_parameter"
             )

@@ -133,10 +133,51 @@ def test_input_image_bad_detail_is_rejected() -> None:
     assert err.code == "invalid_value"
 
 
-def test_input_file_kept_without_unknown_keys() -> None:
-    part = {"type": "input_file", "file_id": "file_9", "filename": "a.pdf", "junk": 1}
+def test_input_file_kept() -> None:
+    part = {"type": "input_file", "file_id": "file_9", "filename": "a.pdf"}
     item = norm({"role": "user", "content": [part]})
-    assert item["content"] == [{"type": "input_file", "file_id": "file_9", "filename": "a.pdf"}]
+    assert item["content"] == [part]
+
+
+@pytest.mark.parametrize(
+    ("role", "part"),
+    [
+        ("user", {"type": "input_text", "text": "x"}),
+        ("user", {"type": "input_image", "image_url": "https://x/y.png"}),
+        ("user", {"type": "input_file", "file_id": "file_9"}),
+        ("assistant", {"type": "output_text", "text": "x"}),
+        ("assistant", {"type": "refusal", "refusal": "no"}),
+        ("user", {"type": "text", "text": "x"}),
+        ("user", {"type": "image_url", "image_url": {"url": "https://x/y.png"}}),
+    ],
+)
+def test_an_unknown_field_of_a_content_part_is_refused(role: str, part: dict) -> None:
+    """As for an item's own fields (OpenAI's 400): it used to be dropped silently."""
+    norm({"role": role, "content": [part]})
+    err = rejected({"role": role, "content": [{**part, "extra": 1}]})
+    assert (err.param, err.code) == ("items[0].content[0].extra", "unknown_parameter")
+
+
+def test_every_sdk_field_of_a_content_part_is_known() -> None:
+    from openai.types.responses import (
+        response_input_file_param,
+        response_input_image_param,
+        response_input_text_param,
+        response_output_refusal_param,
+        response_output_text_param,
+    )
+
+    from events.items import _PART_FIELDS
+
+    shapes = {
+        "input_text": response_input_text_param.ResponseInputTextParam,
+        "input_image": response_input_image_param.ResponseInputImageParam,
+        "input_file": response_input_file_param.ResponseInputFileParam,
+        "output_text": response_output_text_param.ResponseOutputTextParam,
+        "refusal": response_output_refusal_param.ResponseOutputRefusalParam,
+    }
+    for kind, shape in shapes.items():
+        assert set(shape.__annotations__) <= _PART_FIELDS[kind], kind
 
 
 def test_input_file_with_data() -> None:
