@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from api.errors import invalid, not_found
-from events.items import duplicate_id, duplicate_message, normalize_item
+from events.items import duplicate_id, duplicate_message, normalize_item, type_name
 from events.subjects import is_safe_id
 
 MAX_ITEMS = 20
@@ -35,13 +35,6 @@ def known(body: dict[str, Any], allowed: frozenset[str], within: str = "") -> No
         if key not in allowed:
             name = f"{within}.{key}" if within else key
             raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
-
-
-def type_name(value: Any) -> str:
-    """A JSON value's type as OpenAI's messages name it."""
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}.get(
-        type(value), "object" if isinstance(value, dict) else type(value).__name__
-    )
 
 
 def wrong_type(param: str, expected: str, value: Any) -> Exception:
@@ -116,8 +109,7 @@ def metadata(value: Any, param: str = "metadata") -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise invalid(
-            f"Invalid type for '{param}': expected an object, but got "
-            f"{type(value).__name__} instead.",
+            f"Invalid type for '{param}': expected an object, but got {type_name(value)} instead.",
             param,
             "invalid_type",
         )
@@ -140,7 +132,7 @@ def metadata(value: Any, param: str = "metadata") -> dict[str, str]:
         if not isinstance(val, str):
             raise invalid(
                 f"Invalid type for '{param}.{key}': expected a string, but got "
-                f"{type(val).__name__} instead.",
+                f"{type_name(val)} instead.",
                 f"{param}.{key}",
                 "invalid_type",
             )
@@ -164,7 +156,7 @@ def items(value: Any, created_at: int, thread: str, *, required: bool) -> list[d
         return []
     if not isinstance(value, list):
         raise invalid(
-            f"Invalid type for 'items': expected an array, but got {type(value).__name__} instead.",
+            f"Invalid type for 'items': expected an array, but got {type_name(value)} instead.",
             "items",
             "invalid_type",
         )

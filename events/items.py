@@ -43,6 +43,14 @@ def quote_list(values: tuple[str, ...] | list[str]) -> str:
     )
 
 
+def type_name(value: Any) -> str:
+    """A JSON value's type as OpenAI's messages name it (not Python's: `NoneType`, `int`)."""
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "object" if isinstance(value, dict) else type(value).__name__)
+
+
 def _require_str(obj: dict[str, Any], key: str, param: str, *, optional: bool = False) -> None:
     value = obj.get(key)
     if value is None:
@@ -56,7 +64,7 @@ def _require_str(obj: dict[str, Any], key: str, param: str, *, optional: bool = 
     if not isinstance(value, str):
         raise ItemError(
             f"Invalid type for '{param}.{key}': expected a string, but got "
-            f"{type(value).__name__} instead.",
+            f"{type_name(value)} instead.",
             f"{param}.{key}",
             "invalid_type",
         )
@@ -71,6 +79,12 @@ def _require_str(obj: dict[str, Any], key: str, param: str, *, optional: bool = 
 
 def _enum(obj: dict[str, Any], key: str, allowed: tuple[str, ...], param: str) -> None:
     value = obj.get(key)
+    if value is None:
+        raise ItemError(
+            f"Missing required parameter: '{param}.{key}'.",
+            f"{param}.{key}",
+            "missing_required_parameter",
+        )
     if value not in allowed:
         raise ItemError(
             f"Invalid value: '{value}'. Supported values are: {quote_list(allowed)}.",
@@ -162,7 +176,7 @@ def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
             f"{param}.content",
             "invalid_type",
         )
-    status = item.get("status", "completed")
+    status = "completed" if item.get("status") is None else item["status"]
     if status not in STATUSES:
         _enum(item, "status", STATUSES, param)
     message = {"type": "message", "status": status, "role": role, "content": parts}
@@ -175,7 +189,7 @@ def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
 def _function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     for key in ("call_id", "name", "arguments"):
         _require_str(item, key, param)
-    status = item.get("status", "completed")
+    status = "completed" if item.get("status") is None else item["status"]
     if status not in STATUSES:
         _enum(item, "status", STATUSES, param)
     out = {k: item[k] for k in ("call_id", "name", "arguments")}
@@ -197,7 +211,7 @@ def _function_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
             f"{param}.output",
             "invalid_type" if output is not None else "missing_required_parameter",
         )
-    status = item.get("status", "completed")
+    status = "completed" if item.get("status") is None else item["status"]
     if status not in STATUSES:
         _enum(item, "status", STATUSES, param)
     return {

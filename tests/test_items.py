@@ -242,11 +242,31 @@ def test_non_object_item_is_rejected(raw: Any) -> None:
     assert err.code == "invalid_type"
 
 
-@pytest.mark.parametrize("role", ["bot", "", None, "USER", 3])
+@pytest.mark.parametrize("role", ["bot", "", "USER", 3])
 def test_bad_role_is_rejected(role: Any) -> None:
     err = rejected({"type": "message", "role": role, "content": "x"})
     assert err.param == "items[0].role"
     assert err.code == "invalid_value"
+
+
+@pytest.mark.parametrize(
+    "item", [{"type": "message", "content": "x"}, {"type": "message", "role": None, "content": "x"}]
+)
+def test_a_message_without_role_is_missing_it(item: dict) -> None:
+    """Not "Invalid value: 'None'" (QA finding)."""
+    err = rejected(item)
+    assert (err.param, err.code) == ("items[0].role", "missing_required_parameter")
+    assert err.message == "Missing required parameter: 'items[0].role'."
+
+
+def test_a_null_status_is_the_default_and_type_errors_name_json_types() -> None:
+    item = norm({"role": "user", "content": "x", "status": None})
+    assert item["status"] == "completed"
+    assert rejected({"role": "user", "content": "x", "status": ""}).code == "invalid_value"
+    err = rejected({"type": "function_call", "call_id": None, "name": "f", "arguments": 1})
+    assert err.param == "items[0].call_id" and err.code == "missing_required_parameter"
+    err = rejected({"type": "function_call", "call_id": "c", "name": "f", "arguments": 1})
+    assert err.message.endswith("expected a string, but got integer instead.")
 
 
 def test_message_without_content_is_rejected() -> None:

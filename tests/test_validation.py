@@ -176,12 +176,24 @@ def test_metadata_value_of_512_chars_accepted(
     assert resp.json()["metadata"] == {"k": "v" * 512}
 
 
-@pytest.mark.parametrize("value", [1, 1.5, True, None, ["a"], {"a": "b"}])
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        (1, "integer"),
+        (1.5, "number"),
+        (True, "boolean"),
+        (None, "null"),
+        (["a"], "array"),
+        ({"a": "b"}, "object"),
+    ],
+)
 def test_metadata_non_string_value_rejected(
-    write_metadata: Callable[[Any], httpx.Response], value: Any
+    write_metadata: Callable[[Any], httpx.Response], value: Any, named: str
 ) -> None:
     resp = write_metadata({"ok": "fine", "k": value})
     assert_error(resp, 400, param="metadata.k", code="invalid_type")
+    # JSON's type names, not Python's (NoneType, int: a QA finding)
+    assert resp.json()["error"]["message"].endswith(f"but got {named} instead.")
 
 
 @pytest.mark.parametrize("metadata", [["a", "b"], "k=v", 5, True, [{"k": "v"}]])
