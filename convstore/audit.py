@@ -70,7 +70,11 @@ class AsOf:
         return self.time is not None and when is not None and when > self.time
 
     def __str__(self) -> str:
-        return f"position {self.seq}" if self.seq is not None else _utc(self.time)
+        if self.seq is not None or self.time is None:
+            return f"position {self.seq}" if self.seq is not None else "-"
+        # As asked, to the microsecond: a time cut to the second names another point.
+        precise = "%Y-%m-%dT%H:%M:%S.%fZ" if self.time.microsecond else "%Y-%m-%dT%H:%M:%SZ"
+        return self.time.astimezone(UTC).strftime(precise)
 
 
 def as_of(value: str) -> AsOf:

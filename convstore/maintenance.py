@@ -45,16 +45,20 @@ async def run_purge(settings: Settings, conversation_id: str, reason: str | None
     try:
         js = nc.jetstream(timeout=settings.request_timeout)
         store = EventStore(nc, js, settings.request_timeout)
-        if await store.head(conversation_id) is None:
+        head = await store.head(conversation_id)
+        if head is None:
             print(f"no conversation {conversation_id}", file=sys.stderr)
             return 1
         record = await purge(
             store, conversation_id, Actor(id="convstore purge", kind="system"), reason
         )
-        print(
-            f"purged {record.purged_events} events of {conversation_id}; "
-            f"a ConversationPurged record ({record.id}) remains"
-        )
+        if head.event_type == "ConversationPurged":  # finishes a purge cut short, if it was
+            print(f"{conversation_id} was already purged; its record ({record.id}) remains")
+        else:
+            print(
+                f"purged {record.purged_events} events of {conversation_id}; "
+                f"a ConversationPurged record ({record.id}) remains"
+            )
         return 0
     finally:
         await nc.drain()

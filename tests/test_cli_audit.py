@@ -14,6 +14,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,9 @@ def test_history_as_of_a_time(changed: dict[str, Any], nats_url: str) -> None:
     timeline, state = result.stdout.split("\n\n")
     assert len(timeline.splitlines()) == 4
     assert '  metadata {"topic": "old"}' in state.splitlines()
+    # The point as asked, to the microsecond (it was cut to the second: another point).
+    named = datetime.fromisoformat(at).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert f"as of {named} (" in state
 
     result = convstore(
         "history", changed["id"], "--as-of", "2000-01-01T00:00:00Z", "--nats-url", nats_url

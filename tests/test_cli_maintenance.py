@@ -27,6 +27,9 @@ def test_purge_command(client, http, nats_url):
     assert [(e["type"], e["reason"]) for e in record] == [
         ("ConversationPurged", "erasure request 42")
     ]
+    again = convstore("purge", conv.id, "--nats-url", nats_url)
+    assert again.returncode == 0, again.stderr
+    assert "already purged" in again.stdout and "purged 2 events" not in again.stdout
     missing = convstore("purge", "conv_nope", "--nats-url", nats_url)
     assert missing.returncode == 1 and "no conversation" in missing.stderr
 
