@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.request_id import request_id
 from events.commands import ConversationNotFound, TooMuchContention
 from events.items import ItemError
-from events.store import EventTooLarge, StoreUnavailable
+from events.store import UNAVAILABLE, EventTooLarge, StoreUnavailable
 from projections.reader import ProjectionLagging
 
 log = logging.getLogger("convstore.api")
@@ -103,17 +103,7 @@ def _unsupported_type(content_type: str) -> APIError:
     )
 
 
-NATS_DOWN = (
-    StoreUnavailable,
-    nats.errors.TimeoutError,
-    nats.errors.NoServersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.NoRespondersError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServiceUnavailableError,
-    TimeoutError,
-)
+NATS_DOWN = (StoreUnavailable, nats.errors.NoServersError, *UNAVAILABLE)
 
 
 def install(app: FastAPI) -> None:
