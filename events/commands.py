@@ -10,10 +10,9 @@ import random
 from collections.abc import Awaitable, Callable
 
 from events.schema import ConversationCreated, EventBase
-from events.store import ENDING, ConcurrencyConflict, EventStore, Head
+from events.store import ConcurrencyConflict, EventStore, Head
 
 MAX_ATTEMPTS = 200
-GONE = ENDING
 # A head a process left by requesting a response: the model worker appends to the thread
 # next (its claim, then the outcome), so that head is stale as a rule.
 ANSWERED_ELSEWHERE = frozenset({"ResponseRequested"})
