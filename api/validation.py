@@ -219,10 +219,20 @@ def page(limit: int | None, order: str | None) -> tuple[int, Literal["asc", "des
 
 
 def conversation_id(value: str) -> str:
-    """Ids become subject tokens: anything else cannot exist, so it is simply not found."""
-    if not is_safe_id(value):
+    """Ids become subject tokens: anything else cannot exist, so it is simply not found. Only
+    a conversation's id names a conversation: a response made without one is a thread of
+    the log too (`resp_...`), and a conversation route must not read or write it."""
+    if not value.startswith("conv_") or not is_safe_id(value):
         raise not_found(f"Conversation with id '{value}' not found.")
     return value
+
+
+def thread_id(value: str) -> str:
+    """A conversation's id, or a response's made without one (its own thread): what the
+    read-only events route of a conversation also takes."""
+    if value.startswith("resp_") and is_safe_id(value):
+        return value
+    return conversation_id(value)
 
 
 def item_id(value: str) -> str:

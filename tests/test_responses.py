@@ -620,3 +620,33 @@ def test_a_conversation_deleted_while_its_responses_run_stays_deleted(
     after = types[types.index("ConversationDeleted") + 1 :]
     assert "ItemAdded" not in after
     assert {"ResponseCompleted", "ResponseFailed"} <= set(after)
+
+
+def test_a_response_id_is_no_conversation_id(client: OpenAI, http: httpx.Client):
+    """A response without a conversation is a thread of its own: a conversation route given
+    its id answers the 404 of an unknown conversation and writes nothing (QA finding: items
+    were added to it, a metadata update wrote though it answered 404, and the response could
+    no longer be read)."""
+    r = client.responses.create(model="m", input="alone")
+    before = http.get(f"/v1/conversations/{r.id}/events").json()["data"]
+    missing = {
+        "error": {
+            "message": f"Conversation with id '{r.id}' not found.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    item = {"role": "user", "content": "injected"}
+    for method, path, body in [
+        ("GET", f"/v1/conversations/{r.id}", None),
+        ("POST", f"/v1/conversations/{r.id}", {"metadata": {"x": "y"}}),
+        ("DELETE", f"/v1/conversations/{r.id}", None),
+        ("GET", f"/v1/conversations/{r.id}/items", None),
+        ("POST", f"/v1/conversations/{r.id}/items", {"items": [item]}),
+        ("POST", "/v1/responses", {"model": "m", "input": "x", "conversation": r.id}),
+    ]:
+        got = http.request(method, path, json=body)
+        assert (got.status_code, got.json()) == (404, missing), (method, path)
+    assert http.get(f"/v1/conversations/{r.id}/events").json()["data"] == before
+    assert client.responses.retrieve(r.id).output_text == r.output_text

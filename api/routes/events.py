@@ -109,7 +109,7 @@ async def conversation_events(
 ) -> StreamingResponse | dict[str, object]:
     """Every event of a conversation, deleted ones included, even after it was deleted.
     Only the owner tenant's keys see them, and admin keys (the audit view across tenants)."""
-    conversation_id = validation.conversation_id(conversation_id)
+    conversation_id = validation.thread_id(conversation_id)
     head = await svc.store.head(conversation_id)
     if head is None:
         raise not_found(conversation_not_found(conversation_id))
