@@ -70,11 +70,12 @@ class AsOf:
         return self.time is not None and when is not None and when > self.time
 
     def __str__(self) -> str:
-        if self.seq is not None or self.time is None:
-            return f"position {self.seq}" if self.seq is not None else "-"
+        if self.seq is not None:
+            return f"position {self.seq}"
+        if self.time is None or not self.time.microsecond:
+            return _utc(self.time)
         # As asked, to the microsecond: a time cut to the second names another point.
-        precise = "%Y-%m-%dT%H:%M:%S.%fZ" if self.time.microsecond else "%Y-%m-%dT%H:%M:%SZ"
-        return self.time.astimezone(UTC).strftime(precise)
+        return self.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def as_of(value: str) -> AsOf:

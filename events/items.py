@@ -43,6 +43,14 @@ def quote_list(values: tuple[str, ...] | list[str]) -> str:
     )
 
 
+def _missing(param: str, key: str) -> ItemError:
+    return ItemError(
+        f"Missing required parameter: '{param}.{key}'.",
+        f"{param}.{key}",
+        "missing_required_parameter",
+    )
+
+
 def type_name(value: Any) -> str:
     """A JSON value's type as OpenAI's messages name it (not Python's: `NoneType`, `int`)."""
     names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
@@ -56,11 +64,7 @@ def _require_str(obj: dict[str, Any], key: str, param: str, *, optional: bool = 
     if value is None:
         if optional:
             return
-        raise ItemError(
-            f"Missing required parameter: '{param}.{key}'.",
-            f"{param}.{key}",
-            "missing_required_parameter",
-        )
+        raise _missing(param, key)
     if not isinstance(value, str):
         raise ItemError(
             f"Invalid type for '{param}.{key}': expected a string, but got "
@@ -80,11 +84,7 @@ def _require_str(obj: dict[str, Any], key: str, param: str, *, optional: bool = 
 def _enum(obj: dict[str, Any], key: str, allowed: tuple[str, ...], param: str) -> None:
     value = obj.get(key)
     if value is None:
-        raise ItemError(
-            f"Missing required parameter: '{param}.{key}'.",
-            f"{param}.{key}",
-            "missing_required_parameter",
-        )
+        raise _missing(param, key)
     if value not in allowed:
         raise ItemError(
             f"Invalid value: '{value}'. Supported values are: {quote_list(allowed)}.",
@@ -130,11 +130,7 @@ def _content_part(part: Any, role: str, param: str) -> dict[str, Any]:
         _require_str(part, "image_url", param, optional=True)
         _require_str(part, "file_id", param, optional=True)
         if not part.get("image_url") and not part.get("file_id"):
-            raise ItemError(
-                f"Missing required parameter: '{param}.image_url'.",
-                f"{param}.image_url",
-                "missing_required_parameter",
-            )
+            raise _missing(param, "image_url")
         part.setdefault("detail", "auto")
         _enum(part, "detail", IMAGE_DETAILS, param)
         keep = ("type", "image_url", "file_id", "detail")
@@ -143,11 +139,7 @@ def _content_part(part: Any, role: str, param: str) -> dict[str, Any]:
     for key in ("file_id", "file_data", "file_url", "filename"):
         _require_str(part, key, param, optional=True)
     if not any(part.get(k) for k in ("file_id", "file_data", "file_url")):
-        raise ItemError(
-            f"Missing required parameter: '{param}.file_id'.",
-            f"{param}.file_id",
-            "missing_required_parameter",
-        )
+        raise _missing(param, "file_id")
     return {
         k: v
         for k, v in part.items()
@@ -160,11 +152,7 @@ def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
     role = item["role"]
     content = item.get("content")
     if content is None:
-        raise ItemError(
-            f"Missing required parameter: '{param}.content'.",
-            f"{param}.content",
-            "missing_required_parameter",
-        )
+        raise _missing(param, "content")
     if isinstance(content, str):
         _require_str(item, "content", param)
         parts = [_content_part(content, role, f"{param}.content[0]")]
@@ -237,11 +225,7 @@ def _text_parts(parts: Any, kind: str, param: str) -> list[dict[str, Any]]:
 def _reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
     summary = item.get("summary")
     if summary is None:
-        raise ItemError(
-            f"Missing required parameter: '{param}.summary'.",
-            f"{param}.summary",
-            "missing_required_parameter",
-        )
+        raise _missing(param, "summary")
     out: dict[str, Any] = {
         "type": "reasoning",
         "summary": _text_parts(summary, "summary_text", f"{param}.summary"),
@@ -378,11 +362,7 @@ def normalize_item(raw: Any, param: str, created_at: int, thread: str) -> dict[s
     elif kind is None and "role" not in raw and "id" in raw:
         kind = REFERENCE  # the SDK's ItemReference: its `type` is optional, null included
     if kind is None:
-        raise ItemError(
-            f"Missing required parameter: '{param}.type'.",
-            f"{param}.type",
-            "missing_required_parameter",
-        )
+        raise _missing(param, "type")
     if not isinstance(kind, str):
         raise ItemError(
             f"Invalid type for '{param}.type': expected a string, but got "
