@@ -784,3 +784,29 @@ def test_a_live_subscription_answers_before_any_event(client, http, api_urls):
     with Stream(url, headers={**SSE, "Last-Event-ID": str(last)}) as s:
         assert s.response.status_code == 200
         assert time.monotonic() - began < 2
+
+
+async def test_a_log_with_an_unmarked_event_after_a_delete_still_reads_deleted(
+    client, http, nats_url
+):
+    """Logs written before the deleted mark (Convstore-Conversation-Deleted) may hold a
+    response's outcome after a ConversationDeleted, unmarked: the head then looks live, and
+    the reads still answer 404 from the view, which stays deleted."""
+    from events.connection import connect
+    from events.ids import new_response_id
+    from events.schema import ResponseCancelled
+    from events.store import EventStore
+
+    conv = client.conversations.create(items=[msg("a")])
+    client.conversations.delete(conv.id)
+    nc = await connect([nats_url], "test-old-writer")
+    try:
+        store = EventStore(nc, nc.jetstream())
+        head = await store.head(conv.id)
+        old = ResponseCancelled(conversation_id=conv.id, response_id=new_response_id(conv.id))
+        await store.append([old], head.seq, head.hash, head.tenant)  # as before: no mark
+        assert not (await store.head(conv.id)).gone
+    finally:
+        await nc.close()
+    for path in (f"/v1/conversations/{conv.id}", f"/v1/conversations/{conv.id}/items"):
+        assert await asyncio.to_thread(lambda p=path: http.get(p).status_code) == 404
