@@ -87,7 +87,7 @@ async def decide_and_append(
     through another replica since), so those answers come only from the real head.
     Commands on one conversation from this process take turns (events/turns.py).
     """
-    async with store.turns.of(conversation_id):
+    async with store.turns.of(conversation_id, store.check_connected):
         return await _decide_and_append(store, conversation_id, decide, head_of)
 
 

@@ -268,14 +268,14 @@ class EventStore:
         msg = await self._last(ALL_EVENTS)
         return msg.seq if msg is not None else 0
 
-    def _check_connected(self) -> None:
+    def check_connected(self) -> None:
         """Fail fast while disconnected instead of waiting for a request to time out."""
         if not self.nc.is_connected:
             raise StoreUnavailable("not connected to NATS")
 
     async def _last(self, subject: str) -> DirectMsg | None:
         """The newest message on `subject` (a filter), by one direct get."""
-        self._check_connected()
+        self.check_connected()
         try:
             return await direct_get(self.nc, STREAM_NAME, {"last_by_subj": subject}, self.timeout)
         except DirectGetUnavailable as exc:
@@ -320,7 +320,7 @@ class EventStore:
         limit = self.nc.max_payload - 1024
         if any(len(p) > limit for p in payloads):
             raise EventTooLarge(f"an event exceeds {limit} bytes")
-        self._check_connected()
+        self.check_connected()
         guard = {
             "Nats-Expected-Last-Subject-Sequence": str(expected_last_seq),
             "Nats-Expected-Last-Subject-Sequence-Subject": conversation_filter(conversation_id),
@@ -368,7 +368,7 @@ class EventStore:
             seq = expected_last_seq
             for n, event in enumerate(events):
                 request = {"seq": seq + 1, "next_by_subj": subject}
-                self._check_connected()  # away: no way to know, and no time to wait for it
+                self.check_connected()  # away: no way to know, and no time to wait for it
                 while (msg := await direct_get(self.nc, STREAM_NAME, request, wait)) is None:
                     if n or time.monotonic() > deadline:  # a batch is stored whole
                         return None

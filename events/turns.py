@@ -10,9 +10,13 @@ before it left (no head read, no refusal). Writers in other processes still race
 the append's guard still decides; this only stops a process from racing itself.
 """
 
+import asyncio
 import contextlib
 from asyncio import Lock
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+
+# How often a command waiting for its turn asks whether it may still wait (`ready`).
+RECHECK = 0.1
 
 
 class Turns:
@@ -22,15 +26,23 @@ class Turns:
         self._locks: dict[str, tuple[Lock, list[int]]] = {}
 
     @contextlib.asynccontextmanager
-    async def of(self, conversation_id: str) -> AsyncIterator[None]:
+    async def of(
+        self, conversation_id: str, ready: Callable[[], None] = lambda: None
+    ) -> AsyncIterator[None]:
+        """The conversation's turn. `ready` raises when waiting is pointless (NATS away):
+        it is asked before waiting and while waiting, so a command queued behind one
+        stuck on an unanswered append fails as fast as it would have alone."""
         entry = self._locks.get(conversation_id)
         if entry is None:
             entry = self._locks[conversation_id] = (Lock(), [0])
         lock, users = entry
         users[0] += 1
         try:
-            async with lock:
+            await _acquire(lock, ready)
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             users[0] -= 1
             if not users[0]:
@@ -39,3 +51,22 @@ class Turns:
     def __len__(self) -> int:
         """Conversations with a command running or waiting (for tests)."""
         return len(self._locks)
+
+
+async def _acquire(lock: Lock, ready: Callable[[], None]) -> None:
+    """`lock`, in its queue order, asking `ready` meanwhile (the wait is not cancelled
+    to ask, so the queue keeps its order)."""
+    ready()
+    if not lock.locked():
+        await lock.acquire()  # free: taken at once, no task
+        return
+    acquiring = asyncio.ensure_future(lock.acquire())
+    try:
+        while not (await asyncio.wait({acquiring}, timeout=RECHECK))[0]:
+            ready()
+    except BaseException:
+        if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
+            lock.release()  # taken just as we gave up
+        else:
+            acquiring.cancel()
+        raise

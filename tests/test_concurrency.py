@@ -1,6 +1,7 @@
 """Concurrent writers and read-your-writes across API replicas."""
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -15,7 +16,14 @@ from events.schema import (
     ResponseCancelled,
     ResponseRequested,
 )
-from events.store import ConcurrencyConflict, EventStore, Head, head_header, parse_head_header
+from events.store import (
+    ConcurrencyConflict,
+    EventStore,
+    Head,
+    StoreUnavailable,
+    head_header,
+    parse_head_header,
+)
 from events.subjects import STREAM_NAME, conversation_filter
 from tests.test_projector import message
 
@@ -312,3 +320,44 @@ async def test_an_append_answered_too_late_is_found_in_the_log(store):
     with pytest.raises(ConcurrencyConflict):
         await hurried.append(stale, first, "")  # refused by the guard: its place is taken
     assert (await store.head(conv)).seq == last
+
+
+async def test_a_command_waiting_its_turn_fails_fast_when_nats_goes_away():
+    """Behind a command stuck on an unanswered append (NATS just went away), the next one
+    does not wait out that append's timeout: it fails as soon as the store says NATS is
+    away, as it would alone (a CI run caught a 5 s 503 during an outage). The turn stays
+    usable, and in order, for those that wait on."""
+    from events.turns import Turns
+
+    turns, away, order = Turns(), False, []
+
+    def ready() -> None:
+        if away:
+            raise StoreUnavailable("not connected to NATS")
+
+    async def stuck() -> None:
+        async with turns.of("conv_t", ready):
+            await asyncio.sleep(0.6)
+            order.append("stuck")
+
+    async def then(name: str) -> None:
+        async with turns.of("conv_t"):  # waits whatever happens
+            order.append(name)
+
+    async def waiting() -> None:
+        async with turns.of("conv_t", ready):
+            order.append("never")
+
+    holder = asyncio.create_task(stuck())
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(then("a"))]
+    queued = asyncio.create_task(waiting())  # queued while NATS is still there
+    later.append(asyncio.create_task(then("b")))
+    await asyncio.sleep(0.05)
+    away = True
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await queued
+    assert time.monotonic() - started < 0.3  # not the holder's 0.6 s
+    await asyncio.gather(holder, *later)
+    assert order == ["stuck", "a", "b"] and len(turns) == 0
